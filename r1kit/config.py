@@ -76,7 +76,7 @@ class _Bad(Exception):
     """Internal: a value does not fit a type; converted to UserError with context."""
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _coerce(value: Any, tp: Any, where: str, check_paths: bool = True) -> Any:
     """Return `value` converted to `tp`, or raise _Bad."""
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -89,7 +89,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, where)
+                return _coerce(value, a, where, check_paths)
             except _Bad:
                 continue
         raise _Bad
@@ -133,24 +133,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]  # --report_to a,b
         if not isinstance(value, (list, tuple)):
             raise _Bad
-        return [_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, elem, f"{where}[{i}]", check_paths) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise _Bad
         kt, vt = typing.get_args(tp) or (Any, Any)
-        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {_coerce(k, kt, where, check_paths): _coerce(v, vt, f"{where}.{k}", check_paths) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
             raise _Bad
-        return _build(tp, value, source=None, prefix=f"{where}.")
+        return _build(tp, value, source=None, prefix=f"{where}.", check_paths=check_paths)
     if isinstance(value, tp):
         return value
     raise _Bad
 
 
-def _check_constraints(name: str, value: Any, meta: dict, source: str) -> None:
+def _check_constraints(name: str, value: Any, meta: dict, source: str, check_paths: bool = True) -> None:
     if value is None:
         return
     checks = {
@@ -172,7 +172,7 @@ def _check_constraints(name: str, value: Any, meta: dict, source: str) -> None:
     if meta.get("nonempty") and len(value) == 0:
         raise UserError(f"{source}: key '{name}' must not be empty.")
     kind = meta.get("path")
-    if kind:
+    if kind and check_paths:
         _check_path(name, value, kind, source)
 
 
@@ -217,7 +217,7 @@ def _suggest(name: str, known: list[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _build(cls: type[T], raw: dict, source: str | None, prefix: str = "") -> T:
+def _build(cls: type[T], raw: dict, source: str | None, prefix: str = "", check_paths: bool = True) -> T:
     source = source or "recipe"
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
@@ -238,13 +238,13 @@ def _build(cls: type[T], raw: dict, source: str | None, prefix: str = "") -> T:
                 )
             continue
         try:
-            value = _coerce(raw[name], hints[name], full)
+            value = _coerce(raw[name], hints[name], full, check_paths)
         except _Bad:
             raise UserError(
                 f"{source}: key '{full}' has value {raw[name]!r} ({type(raw[name]).__name__}); "
                 f"expected {_type_name(hints[name])}."
             ) from None
-        _check_constraints(full, value, dict(f.metadata), source)
+        _check_constraints(full, value, dict(f.metadata), source, check_paths)
         kwargs[name] = value
     obj = cls(**kwargs)
     post = getattr(obj, "validate", None)
@@ -321,8 +321,16 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> T:
-    """Build and validate `cls` from a recipe file plus overrides (CLI tokens or a dict)."""
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | dict | None = None,
+    check_paths: bool = True,
+) -> T:
+    """Build and validate `cls` from a recipe file plus overrides (CLI tokens or a dict).
+
+    check_paths=False skips the existence checks of path fields (used to lint recipes whose
+    models are built later, e.g. by `r1kit build-tiny`)."""
     raw = read_yaml(path) if path else {}
     source = str(path) if path else "command line"
     if isinstance(overrides, dict):
@@ -333,7 +341,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         _set_dotted(raw, key, value)
     if pairs and path:
         source = f"{path} (with command-line overrides)"
-    return _build(cls, raw, source)
+    return _build(cls, raw, source, check_paths=check_paths)
 
 
 def config_help(cls: type) -> str:
