@@ -1,0 +1,177 @@
+"""Agreement and throughput of r1kit's math verifier vs math-verify's defaults, in one run.
+
+Pairs: the labeled table of tests/test_math_verify.py, plus GSM8K and MATH-500 gold answers against
+perturbed predictions (equivalent rewrites labeled True, altered values labeled False; labels of the
+altered values are assumed, so a small share of them may be wrong either way). Data comes from
+$R1KIT_DATA_DIR (default: ../shared/data beside the repo). Also prints r1kit's worst-case latency on
+adversarial inputs against its deadline.
+
+    python benchmarks/math_verify.py            # all pairs
+    python benchmarks/math_verify.py --limit 300 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# This file is named like the library it measures: keep its folder off sys.path so that
+# `import math_verify` (here and in forkserver workers) finds the library, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("R1KIT_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def table_pairs() -> list[tuple[str, str, bool]]:
+    spec = importlib.util.spec_from_file_location("_table", REPO / "tests" / "test_math_verify.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [(pred, gold, expected) for gold, pred, expected in module.ALL_CASES]
+
+
+def _bump_digit(s: str, rng: random.Random) -> str | None:
+    digits = [m.start() for m in re.finditer(r"\d", s)]
+    if not digits:
+        return None
+    i = rng.choice(digits)
+    return s[:i] + str((int(s[i]) + rng.randint(1, 8)) % 10) + s[i + 1 :]
+
+
+def gsm8k_pairs(rng: random.Random, n: int) -> list[tuple[str, str, bool]]:
+    rows = _jsonl(_data_dir() / "gsm8k" / "test.jsonl")[:n]
+    pairs = []
+    for row in rows:
+        gold, raw = row["final_answer"], row["final_answer_raw"]
+        value = int(gold)
+        pairs += [
+            (f"Step by step... so she has {raw} left.\n#### {raw}", gold, True),
+            (f"<think>compute</think><answer>\\${value:,}</answer>", gold, True),
+            (f"The final answer is $\\boxed{{{value}.0}}$", gold, True),
+            (f"#### {value + rng.choice([-1, 1, 10])}", gold, False),
+            (f"<think>compute</think><answer>{value * 10}</answer>", gold, False),
+        ]
+    return pairs
+
+
+def math500_pairs(rng: random.Random, n: int) -> list[tuple[str, str, bool]]:
+    rows = _jsonl(_data_dir() / "math500" / "test.jsonl")[:n]
+    pairs = []
+    for row in rows:
+        gold = row["answer"]
+        pairs.append((f"Thus the answer is $\\boxed{{{gold}}}$.", gold, True))
+        rewrite = gold.replace("\\frac", "\\dfrac").replace("\\sqrt", "\\sqrt ").replace(" ", "")
+        pairs.append((f"<answer>{rewrite}</answer>", gold, True))
+        wrong = _bump_digit(gold, rng)
+        if wrong is not None and wrong != gold:
+            pairs.append((f"Thus the answer is $\\boxed{{{wrong}}}$.", gold, False))
+    return pairs
+
+
+def run_r1kit(pairs, workers: int, deadline_s: float):
+    from rewards.math import verify_batch
+
+    # Start the pool outside the timed region: these pairs need sympy, so they reach every worker.
+    verify_batch([(f"x^{i}", f"x*x^{i - 1}") for i in range(2, 2 + 2 * workers)], workers=workers)
+    start = time.perf_counter()
+    got = verify_batch([(p, g) for p, g, _ in pairs], workers=workers, deadline_s=deadline_s)
+    return got, time.perf_counter() - start
+
+
+def run_math_verify(pairs, wrap_gold: bool):
+    from math_verify import parse, verify
+
+    start = time.perf_counter()
+    got = []
+    for pred, gold, _ in pairs:
+        gold_parsed = parse(f"${gold}$" if wrap_gold else gold)
+        got.append(verify(gold_parsed, parse(pred)))
+    return got, time.perf_counter() - start
+
+
+def worst_latency(deadline_s: float, workers: int) -> float:
+    from rewards.math import verify_batch
+
+    spec = importlib.util.spec_from_file_location("_table", REPO / "tests" / "test_math_verify.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    worst = 0.0
+    for text in module.ADVERSARIAL.values():
+        start = time.perf_counter()
+        verify_batch([(text, "2")], deadline_s=deadline_s, workers=workers)
+        worst = max(worst, time.perf_counter() - start)
+    return worst
+
+
+def report(name: str, pairs, got, seconds: float) -> None:
+    agree = sum((g is True) == want for g, (*_, want) in zip(got, pairs))
+    timeouts = sum(g is None for g in got)
+    print(
+        f"{name:44s} agreement {agree / len(pairs):7.2%} ({agree}/{len(pairs)})  "
+        f"{len(pairs) / seconds:8.1f} pairs/s  timeouts {timeouts}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=500, help="rows taken from each of GSM8K and MATH-500")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--deadline", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--show-disagreements", action="store_true")
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    sets = {"table": table_pairs()}
+    if (_data_dir() / "gsm8k").is_dir():
+        sets["gsm8k"] = gsm8k_pairs(rng, args.limit)
+        sets["math500"] = math500_pairs(rng, args.limit)
+    allpairs = [p for pairs in sets.values() for p in pairs]
+    print(
+        f"{len(allpairs)} pairs ({', '.join(f'{k} {len(v)}' for k, v in sets.items())}); "
+        f"r1kit workers={args.workers}, deadline={args.deadline}s; math-verify in-process, signal timeouts"
+    )
+
+    mine, mine_s = run_r1kit(allpairs, args.workers, args.deadline)
+    mv, mv_s = run_math_verify(allpairs, wrap_gold=False)
+    mv_wrapped, mvw_s = run_math_verify(allpairs, wrap_gold=True)
+    for name, got, secs in [
+        ("r1kit verify_batch", mine, mine_s),
+        ("math-verify defaults (gold as given)", mv, mv_s),
+        ("math-verify, gold wrapped in $...$", mv_wrapped, mvw_s),
+    ]:
+        report(name, allpairs, got, secs)
+        for set_name, pairs in sets.items():
+            offset = sum(len(v) for k, v in sets.items() if list(sets).index(k) < list(sets).index(set_name))
+            sub = got[offset : offset + len(pairs)]
+            agree = sum((g is True) == want for g, (*_, want) in zip(sub, pairs))
+            print(f"    {set_name:10s} {agree / len(pairs):7.2%}")
+    if args.show_disagreements:
+        for (pred, gold, want), got in zip(allpairs, mine):
+            if (got is True) != want:
+                print(f"  r1kit={got} want={want}: gold={gold!r} pred={pred[:120]!r}")
+    print(
+        f"r1kit throughput vs math-verify: {mv_s / mine_s:.1f}x (gold as given), {mvw_s / mine_s:.1f}x (wrapped)"
+    )
+    print(
+        f"r1kit worst-case latency on adversarial inputs: {worst_latency(1.0, args.workers):.3f} s "
+        f"with deadline 1.0 s"
+    )
+
+
+if __name__ == "__main__":
+    main()

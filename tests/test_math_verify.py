@@ -1,0 +1,360 @@
+"""Table-driven tests for the shared math verifier (`rewards.math`).
+
+Cases are grouped by equivalence class. `SYMMETRIC` pairs must hold in both directions (gold and
+prediction swapped); `ONE_WAY` pairs are checked only as written, because the gold answer sets the
+expected form (e.g. a multiple-choice letter, an assignment). Every class has look-alike negatives.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rewards.math import accuracy_reward, extract_answer, verify, verify_batch
+
+SYMMETRIC = [
+    # integers, thousands separators and spaces
+    ("1000", "1,000", True),
+    ("1234567", "1,234,567", True),
+    ("10080", r"10,\!080", True),
+    ("11111111100", r"11,\! 111,\! 111,\! 100", True),
+    ("1000000", "1 000 000", True),
+    ("1234", r"1{,}234", True),
+    ("-5", "-5", True),
+    ("72", "072", True),
+    ("1000", "1,001", False),
+    ("1234", "12,34", False),
+    ("-5", "5", False),
+    ("100", "1000", False),
+    # decimals vs fractions (tolerance applies only when a decimal is written)
+    ("0.5", r"\frac{1}{2}", True),
+    ("0.25", "1/4", True),
+    (r"\frac{1}{3}", "0.33333", True),
+    (r"\frac{2}{3}", "0.66667", True),
+    (r"\frac{1}{3}", "0.33", False),
+    (r"\frac{2}{3}", "0.6", False),
+    ("18.9", "18.90", True),
+    ("72", "72.0", True),
+    ("10000", "10000.5", False),
+    ("10000", "10001", False),
+    ("3.14", "3.15", False),
+    (r"\frac{7}{4}", "1.75", True),
+    (r"\frac{7}{4}", "1.57", False),
+    (".0000672", "6.72e-5", True),
+    # fractions written every way
+    (r"\frac{1}{2}", r"\dfrac{1}{2}", True),
+    (r"\frac{1}{2}", r"\tfrac{1}{2}", True),
+    (r"\frac{1}{2}", r"\frac12", True),
+    (r"\frac{3}{4}", r"\frac 34", True),
+    (r"\frac{9}{19}", r"\frac9{19}", True),
+    (r"\frac{2}{4}", r"\frac{1}{2}", True),
+    (r"-\frac{3}{8}", r"\frac{-3}{8}", True),
+    (r"\frac{1}{2}", r"\frac{2}{1}", False),
+    (r"-\frac{3}{8}", r"\frac{3}{8}", False),
+    (r"\frac{10}{11}", r"\frac{11}{10}", False),
+    # mixed numbers
+    (r"1\frac{4}{5}", r"\frac{9}{5}", True),
+    (r"137 \frac{1}{2}", "137.5", True),
+    (r"2\frac{1}{2}", "5/2", True),
+    ("1 4/5", "1.8", True),
+    (r"1\frac{4}{5}", r"\frac{4}{5}", False),
+    (r"2\frac{1}{2}", "1", False),
+    # percentages
+    (r"50\%", "50", True),
+    (r"50\%", "0.5", True),
+    ("12.5%", r"\frac{1}{8}", True),
+    (r"50\%", "5", False),
+    (r"50\%", "0.05", False),
+    # currency and units
+    (r"\$18.90", "18.9", True),
+    (r"\$32,\!348", "32348", True),
+    ("5", "$5", True),
+    ("5", "5 dollars", True),
+    (r"5.4 \text{ cents}", "5.4", True),
+    (r"15\mbox{ cm}^2", "15", True),
+    (r"864 \mbox{ inches}^2", "864", True),
+    ("120^\\circ", "120", True),
+    ("30^{\\circ}", "30°", True),
+    ("\\$18.90", "18.80", False),
+    ("15 cm", "16 cm", False),
+    ("120^\\circ", "60", False),
+    # scientific notation
+    ("1500", "1.5e3", True),
+    ("1500", r"1.5 \times 10^{3}", True),
+    ("0.00012", "1.2E-4", True),
+    ("1500", "1.5e4", False),
+    (r"1.5 \times 10^{3}", "15000", False),
+    # roots, pi, algebraic numbers
+    (r"2\sqrt{3}", r"\sqrt{12}", True),
+    (r"\frac{\sqrt{3}}{3}", r"\frac{1}{\sqrt{3}}", True),
+    (r"\sqrt[3]{8}", "2", True),
+    (r"288 \pi", r"288\pi", True),
+    (r"18+2\pi", r"2\pi + 18", True),
+    (r"\frac{20000}{\pi}", r"20000/\pi", True),
+    (r"1+2\sqrt{3}", r"2\sqrt{3}+1", True),
+    (r"11\sqrt2", r"11\sqrt{2}", True),
+    (r"2\sqrt{3}", r"3\sqrt{2}", False),
+    (r"288 \pi", "288", False),
+    (r"\sqrt{53}", r"\sqrt{35}", False),
+    (r"\pi", "3.14", False),
+    # symbolic expressions
+    ("(r+5)^2", "(r+5)(r+5)", True),
+    ("(r+5)^2", "r^2+10r+25", True),
+    ("x^3+3x-6", "3x + x^3 - 6", True),
+    (r"\frac{11+9a}{20}", r"\frac{9a+11}{20}", True),
+    ("(a+5)(b+2)", "ab+2a+5b+10", True),
+    ("6r^2-4r-24", "2(3r^2-2r-12)", True),
+    ("(r+5)^2", "r^2+10r+24", False),
+    ("x^3+3x-6", "x^3+3x+6", False),
+    ("(a+5)(b+2)", "(a+2)(b+5)", False),
+    # intervals, open and closed ends
+    ("(2,\\infty)", "(2, \\infty)", True),
+    ("(-\\infty, 0]", "(-\\infty,0]", True),
+    (r"\left(\frac{3}{5},\frac{8}{3}\right]", r"(0.6, \frac{8}{3}]", True),
+    ("(0,9) \\cup (9,36)", "(9,36) \\cup (0,9)", True),
+    ("[-2,7]", "[-2, 7]", True),
+    ("(-\\infty, 0]", "(-\\infty, 0)", False),
+    ("[-2,7]", "(-2,7)", False),
+    ("[-2,7]", "[-2,7)", False),
+    ("(0,9) \\cup (9,36)", "(0,36)", False),
+    # tuples and points: ordered
+    ("(15,-29)", "(15, -29)", True),
+    (r"\left( 3, \frac{\pi}{2} \right)", r"(3, \pi/2)", True),
+    ("(1,-16,-4,43)", "(1, -16, -4, 43)", True),
+    ("(15,-29)", "(-29,15)", False),
+    ("(1,2,3)", "(3,2,1)", False),
+    ("(1,2,3)", "(1,2)", False),
+    # sets and lists of solutions: unordered
+    ("3, 5, 7", "7, 5, 3", True),
+    ("\\{1,2\\}", "\\{2,1\\}", True),
+    (r"1 \pm \sqrt{19}", r"1+\sqrt{19}, 1-\sqrt{19}", True),
+    (r"\{1\pm\sqrt{5},-2\}", r"-2, 1-\sqrt{5}, 1+\sqrt{5}", True),
+    ("3, 5, 7", "3, 5", False),
+    ("3, 5, 7", "3, 5, 8", False),
+    (r"1 \pm \sqrt{19}", r"1+\sqrt{19}", False),
+    # matrices and vectors
+    (
+        r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}",
+        r"\begin{bmatrix} -1 & 0 \\ 0 & -1 \end{bmatrix}",
+        True,
+    ),
+    (r"\begin{pmatrix} 1/5 \\ -18/5 \end{pmatrix}", r"\begin{pmatrix} 0.2 \\ -3.6 \end{pmatrix}", True),
+    (r"\begin{pmatrix} -7 \\ 16 \\ 5 \end{pmatrix}", r"\begin{pmatrix}-7\\16\\5\end{pmatrix}", True),
+    (
+        r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}",
+        r"\begin{pmatrix} 0 & -1 \\ -1 & 0 \end{pmatrix}",
+        False,
+    ),
+    (r"\begin{pmatrix} -7 \\ 16 \\ 5 \end{pmatrix}", r"\begin{pmatrix} -7 \\ 16 \end{pmatrix}", False),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 2 \\ 1 \end{pmatrix}", False),
+    # text wrappers and word answers
+    (r"\text{Evelyn}", "Evelyn", True),
+    (r"\text{east}", "East", True),
+    (r"\textbf{ellipse}", r"\mathrm{ellipse}", True),
+    (r"\text{even}", "even", True),
+    (r"\text{(C)}", r"\text{(C)}", True),
+    (r"\text{Evelyn}", "Navin", False),
+    (r"\text{even}", "odd", False),
+    (r"\text{east}", "west", False),
+    # complex numbers
+    ("-2 + 7i", "7i - 2", True),
+    ("1 - 12i", "1-12i", True),
+    ("-2 + 7i", "-2 - 7i", False),
+    # equations on both sides
+    ("5x - 7y + 11z + 4 = 0", "-5x+7y-11z-4=0", True),
+    ("y = -2x", "y=-2x", True),
+    ("x=1, y=2", "y=2, x=1", True),
+    ("y = 2x + 3", "y = 3x + 2", False),
+    ("x=1, y=2", "x=2, y=1", False),
+    # numerals with a base subscript
+    ("52_8", "52_{8}", True),
+    ("4210_{5}", "4210_5", True),
+    ("52_8", "52_5", False),
+    ("2516_8", "2516_9", False),
+    ("x_1", "x_{1}", True),
+    # Python numbers (as strings here; the int/float path has its own test)
+    ("0.75", r"\frac{3}{4}", True),
+    ("1e-05", "0.00001", True),
+]
+
+ONE_WAY = [
+    # equations vs bare expressions: the gold sets the form
+    ("y = x^2+2x+1", "x^2+2x+1", True),
+    ("x^2+2x+1", "y = x^2+2x+1", True),
+    ("y = 2x + 3", "2x+3", True),
+    ("x = 5", "5", True),
+    ("5", "x = 5", True),
+    ("y = 2x + 3", "2x+4", False),
+    ("5", "x = 6", False),
+    (r"x \in [-2,7]", "[-2,7]", True),
+    ("[-2,7]", r"-2 \le x \le 7", True),
+    (r"x \in [-2,7]", "(-2,7)", False),
+    # multiple-choice letters: the gold is a letter, predictions may decorate it
+    (r"\text{(B)}", "B", True),
+    (r"\text{(B)}", "(B)", True),
+    ("B", r"\textbf{(B)}", True),
+    ("(E)", "E", True),
+    ("C", "(c) 42", True),
+    (r"\text{(B)}", "C", False),
+    ("B", "(D) 12", False),
+    ("A", "42", False),
+    # interval gold vs unbracketed endpoints is not a match for a half-open interval
+    ("[1,2)", "1,2", False),
+    ("52_8", "52", True),
+    ("52_8", "42", False),
+    # extraction from whole completions
+    ("72", "Natalia sold 48/2 = 24 clips in May.\n#### 72", True),
+    ("72", "So the total is 72.\n#### 27", False),
+    (r"\frac{1}{2}", r"<think>Half of it.</think><answer>$\frac{1}{2}$</answer>", True),
+    ("4", r"<think>maybe \boxed{3}</think><answer>\boxed{4}</answer>", True),
+    ("3", r"<think>maybe \boxed{3}</think><answer>\boxed{4}</answer>", False),
+    ("10", r"We get $\boxed{10}$.", True),
+    ("10", r"First \boxed{10}, no wait, \boxed{12}", False),
+    ("2", "The final answer is $2$. I hope it is correct.", True),
+    ("2", "Final Answer: 2", True),
+    ("2", "The final answer is $3$. I hope it is correct.", False),
+    ("(1,2)", r"The point is $\boxed{(1, 2)}$", True),
+    (r"\frac{1}{2}", r"\fbox{0.5}", True),
+    ("5", "I think 5 is right but I am not sure, let me keep thinking about this problem for a while", False),
+    ("", "5", False),
+    ("5", "", False),
+]
+
+
+def _both_ways(cases):
+    for gold, pred, expected in cases:
+        yield gold, pred, expected
+        if gold != pred:
+            yield pred, gold, expected
+
+
+ALL_CASES = list(_both_ways(SYMMETRIC)) + ONE_WAY
+
+
+def test_table_is_large_and_balanced():
+    # The issue asks for >= 150 own cases with look-alike negatives in every class.
+    assert len(ALL_CASES) >= 250
+    assert sum(1 for *_, e in ALL_CASES if not e) >= 100
+
+
+@pytest.mark.parametrize("gold,pred,expected", ALL_CASES)
+def test_verify_table(gold, pred, expected):
+    assert verify(pred, gold) is expected
+
+
+def test_batch_matches_single_calls():
+    pairs = [(pred, gold) for gold, pred, _ in ALL_CASES]
+    assert verify_batch(pairs) == [expected for *_, expected in ALL_CASES]
+
+
+@pytest.mark.parametrize(
+    "pred,gold,expected",
+    [
+        (0.5, r"\frac{1}{2}", True),
+        (72, "72", True),
+        ("72", 72, True),
+        (1500.0, "1.5e3", True),
+        (1e-5, "0.00001", True),
+        (72, 73, False),
+        (0.1, r"\frac{1}{9}", False),
+    ],
+)
+def test_python_numbers(pred, gold, expected):
+    assert verify(pred, gold) is expected
+
+
+def test_bool_is_not_a_number():
+    with pytest.raises(TypeError, match="must be a str, int or float"):
+        verify(True, "1")
+
+
+@pytest.mark.parametrize(
+    "pred,gold,rel_tol,expected",
+    [
+        ("0.3333", r"\frac13", 1e-3, True),
+        ("0.3333", r"\frac13", 1e-6, False),
+        ("3.1416", r"\pi", 1e-4, True),
+        ("3.1416", r"\pi", 1e-6, False),
+    ],
+)
+def test_relative_tolerance_is_configurable(pred, gold, rel_tol, expected):
+    assert verify(pred, gold, rel_tol=rel_tol) is expected
+
+
+@pytest.mark.parametrize(
+    "completion,sources,expected",
+    [
+        (r"<answer>1</answer> \boxed{2}", ("answer_tag", "boxed"), "1"),
+        (r"<answer>1</answer> \boxed{2}", ("boxed", "answer_tag"), "2"),
+        ("#### 5\nThe final answer is 6", ("gsm8k", "final_answer"), "5"),
+        ("#### 5\nThe final answer is 6", ("final_answer", "gsm8k"), "6"),
+        (r"\boxed{\{1, 2\}}", ("boxed",), r"\{1, 2\}"),
+        (r"\boxed{\frac{1}{\sqrt{2}}}", ("boxed",), r"\frac{1}{\sqrt{2}}"),
+        (r"\boxed{unclosed", ("boxed",), None),
+        ("<answer>open only", ("answer_tag",), None),
+    ],
+)
+def test_extraction_priority_is_configurable(completion, sources, expected):
+    assert extract_answer(completion, sources) == expected
+
+
+def test_accuracy_reward_scores_and_skips():
+    completions = [
+        [{"role": "assistant", "content": "<think>16-3-4=9, 9*2</think><answer>18</answer>"}],
+        [{"role": "assistant", "content": "<think>guess</think><answer>19</answer>"}],
+        [{"role": "assistant", "content": "<answer>18</answer>"}],
+    ]
+    assert accuracy_reward(completions, answer=["18", "18", None]) == [1.0, 0.0, None]
+
+
+def test_verify_works_off_the_main_thread():
+    # math-verify's signal.alarm timeout raises ValueError here; ours must not.
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(verify("(r+5)(r+5)", "(r+5)^2"))) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [True, True, True]
+
+
+ADVERSARIAL = {
+    "tower": r"10^{10^{10}}",
+    "tower_vs_tower": r"10^{10^{10}} - 10^{10^{10}} + 9^{9^{9^{9}}}",
+    "factorial": r"(10^{10})!",
+    "deep_braces": "{" * 10_000 + "1" + "}" * 10_000,
+    "deep_parens": "(" * 10_000 + "1" + ")" * 10_000,
+    "deep_frac": r"\frac{1}{" * 3000 + "2" + "}" * 3000,
+    "megabyte": "1+" * 500_000 + "1",
+    "megabyte_boxed": r"\boxed{" + "x" * 1_000_000 + "}",
+    "megabyte_prose": "a " * 500_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_adversarial_input_is_bounded_by_the_deadline(name):
+    deadline = 1.0
+    start = time.monotonic()
+    result = verify_batch([(ADVERSARIAL[name], "2")], deadline_s=deadline)[0]
+    elapsed = time.monotonic() - start
+    assert result in (False, None)
+    # Deadline + kill/reap + (rarely) spawning a replacement worker from the forkserver.
+    assert elapsed < deadline + 1.0, f"{name} took {elapsed:.2f} s"
+
+
+def test_pool_survives_killed_workers_and_keeps_order():
+    slow = ADVERSARIAL["tower_vs_tower"]
+    pairs = [
+        (slow, "2"),
+        ("(r+5)(r+5)", "(r+5)^2"),
+        (slow, "3"),
+        (r"\sqrt{12}", r"2\sqrt{3}"),
+        (r"2\sqrt{3}", r"3\sqrt{2}"),
+    ]
+    results = verify_batch(pairs, deadline_s=1.0)
+    assert results[0] in (False, None) and results[2] in (False, None)
+    assert results[1:5:2] == [True, True] and results[4] is False
