@@ -1,0 +1,140 @@
+"""Code rewards: run the last fenced Python block of a completion against the row's tests in the sandbox.
+
+The test format is read from the dataset columns present in the row:
+
+- HumanEval: `test` + `entry_point` (+ `prompt`). The program is `prompt` followed by the completion's
+  code (a full function that redefines the prompt's stub, or the body continuing it), and the one test
+  is `test` + `check(entry_point)`, as in openai/human-eval. HumanEval is therefore all-or-nothing.
+- MBPP: `test_list` (+ `test_setup_code` and/or `test_imports`): one test per assert.
+- stdin/stdout (Codeforces / LiveCodeBench style): `inputs` + `outputs` lists; a case passes when
+  stdout equals the expected output up to whitespace.
+
+A row with no tests cannot be scored (`None`); a completion with no fenced block or code that does
+not compile scores 0.0 without being run. Everything else runs in `rewards.sandbox` (or a Piston
+server when `remote_url` is set).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+from rewards.common import completion_text
+from rewards.registry import register
+from rewards.sandbox import PistonSandbox, default_sandbox
+
+_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def extract_code(text: str) -> str | None:
+    """The last fenced code block tagged python/py (or untagged); None when there is none.
+
+    >>> extract_code("try\\n```python\\nx = 1\\n```\\nthen\\n```python\\nx = 2\\n```")
+    'x = 2\\n'
+    >>> extract_code("no code here") is None
+    True
+    """
+    blocks = [code for lang, code in _FENCE.findall(text)]
+    return blocks[-1] if blocks else None
+
+
+def row_tests(row: dict[str, Any]) -> tuple[str, list, str] | None:
+    """(style, tests, program prefix) for one dataset row, or None if it carries no tests.
+
+    >>> row_tests({"test_list": ["assert f() == 1"], "test_setup_code": "import math"})
+    ('assert', ['import math\\nassert f() == 1'], '')
+    >>> row_tests({"inputs": ["1 2\\n"], "outputs": ["3\\n"]})
+    ('stdio', [('1 2\\n', '3\\n')], '')
+    >>> row_tests({"prompt": "x"}) is None
+    True
+    """
+    if row.get("test") and row.get("entry_point"):
+        return "assert", [f"{row['test']}\n\ncheck({row['entry_point']})\n"], row.get("prompt") or ""
+    if row.get("test_list"):
+        setup = "\n".join(s for s in (row.get("test_setup_code"), *(row.get("test_imports") or [])) if s)
+        return "assert", [f"{setup}\n{t}" if setup else t for t in row["test_list"]], ""
+    if row.get("inputs") and row.get("outputs"):
+        if len(row["inputs"]) != len(row["outputs"]):
+            return None
+        return "stdio", list(zip(row["inputs"], row["outputs"])), ""
+    return None
+
+
+def build_program(code: str, prefix: str, entry_point: str | None) -> str:
+    """The program to run: HumanEval completions continue (or redefine) the prompt."""
+    if not prefix:
+        return code
+    if entry_point and re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE):
+        return f"{prefix}\n\n{code}"  # a full function replaces the prompt's stub; helpers stay
+    return prefix + code
+
+
+def _compiles(program: str) -> bool:
+    try:
+        with warnings.catch_warnings():  # e.g. invalid escapes: the sandbox reports those, not us
+            warnings.simplefilter("ignore")
+            compile(program, "main.py", "exec")  # compile only: nothing from the completion runs here
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _rows(n: int, columns: dict[str, list]) -> list[dict[str, Any]]:
+    return [{k: v[i] for k, v in columns.items() if isinstance(v, (list, tuple)) and len(v) == n} for i in range(n)]
+
+
+def _score(completions: list, columns: dict, timeout: float, memory_mb: int, remote_url: str, binary: bool) -> list[float | None]:
+    rows = _rows(len(completions), columns)
+    scores: list[float | None] = [None] * len(completions)
+    jobs: dict[str, list] = {"assert": [], "stdio": []}  # style -> [(index, program, tests)]
+    for i, (completion, row) in enumerate(zip(completions, rows)):
+        spec = row_tests(row)
+        if spec is None:
+            continue
+        style, tests, prefix = spec
+        code = extract_code(completion_text(completion))
+        program = build_program(code, prefix, row.get("entry_point")) if code is not None else None
+        if program is None or not _compiles(program):
+            scores[i] = 0.0
+            continue
+        jobs[style].append((i, program, tests))
+    sandbox = PistonSandbox(remote_url) if remote_url else default_sandbox()
+    for style, items in jobs.items():
+        if not items:
+            continue
+        results = sandbox.run_tests_batch(
+            [p for _, p, _ in items], [t for _, _, t in items], style,
+            timeout=timeout, memory_mb=memory_mb, stop_on_first_failure=binary,
+        )  # fmt: skip
+        for (i, _, tests), res in zip(items, results):
+            passed = sum(r.passed for r in res)
+            scores[i] = float(passed == len(tests)) if binary else passed / len(tests)
+    return scores
+
+
+@register("code")
+def code_reward(completions: list, *, timeout: float = 5.0, memory_mb: int = 512, remote_url: str = "",
+                **columns) -> list[float | None]:  # fmt: skip
+    """Fraction of the row's tests the completion's last ```python block passes (see module docstring).
+
+    `timeout` is per test in seconds, `memory_mb` per program; `remote_url` sends programs to a
+    Piston server instead of the local sandbox.
+
+    >>> code_reward(["```python\\ndef add(a, b):\\n    return a + b\\n```", "no code"],
+    ...             test_list=[["assert add(1, 2) == 3", "assert add(2, 2) == 5"]] * 2)
+    [0.5, 0.0]
+    """
+    return _score(completions, columns, timeout, memory_mb, remote_url, binary=False)
+
+
+@register("binary_code")
+def binary_code_reward(completions: list, *, timeout: float = 5.0, memory_mb: int = 512, remote_url: str = "",
+                       **columns) -> list[float | None]:  # fmt: skip
+    """1.0 if the completion passes every test of its row, else 0.0 (stops at the first failing test).
+
+    >>> binary_code_reward(["```python\\nprint(sum(map(int, input().split())))\\n```"],
+    ...                    inputs=[["1 2", "5 5"]], outputs=[["3", "10"]], prompt=["Add two numbers."])
+    [1.0]
+    """
+    return _score(completions, columns, timeout, memory_mb, remote_url, binary=True)
