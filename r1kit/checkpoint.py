@@ -1,0 +1,124 @@
+"""Atomic checkpoints any training stage can write and resume from.
+
+A checkpoint `output_dir/checkpoint-<step>/` holds:
+- `model/`: HF-format model + tokenizer (`from_pretrained` works on it; the adapter for LoRA),
+- `state/`: `accelerator.save_state` output (model weights, optimizer, scheduler, every process's
+  RNG states; sharded correctly under FSDP/DeepSpeed),
+- `trainer_state.json`: step and any stage counters, plus one data position per process.
+
+It is written to `.tmp-checkpoint-<step>` and renamed when complete, so a run killed at any moment
+(SIGKILL included) leaves either a whole checkpoint or none; `resume_from_checkpoint: auto` picks
+the newest whole one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from r1kit.errors import UserError
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first (temp dirs are never listed)."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in d.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:
+    """Checkpoint to resume from: None, 'auto' (newest in output_dir, or None) or a directory."""
+    if value is None:
+        return None
+    if value == "auto":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    p = Path(value).expanduser()
+    if not (p / STATE_FILE).is_file():
+        raise UserError(
+            f"resume_from_checkpoint: '{value}' is not a complete checkpoint (no {STATE_FILE}). "
+            f"Give a checkpoint-<step> directory or 'auto'."
+        )
+    return p
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, model, tokenizer,
+                    state: dict[str, Any], data_state: dict[str, Any], save_total_limit: int | None) -> Path:
+    """Write checkpoint-<step> atomically. Call on every process (state saving is collective).
+
+    `state` is the stage's counters (same on all processes); `data_state` is this process's
+    data position, kept per process so each resumes its own stream.
+    """
+    out = Path(output_dir)
+    tmp = out / f".tmp-checkpoint-{step}"
+    final = out / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    save_model(accelerator, model, tokenizer, tmp / "model")
+    (tmp / f"data_state_{accelerator.process_index}.json").write_text(json.dumps(data_state))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1))
+        _fsync_dir(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # atomic on POSIX: the checkpoint appears whole or not at all
+        _prune(out, save_total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_model(accelerator, model, tokenizer, path: str | Path) -> None:
+    """HF-format model (the adapter only, for a peft model) + tokenizer; collective under FSDP."""
+    weights = accelerator.get_state_dict(model)  # gathers FSDP shards; a plain state_dict otherwise
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(path, state_dict=weights)
+        tokenizer.save_pretrained(path)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Flush file contents before the rename makes them visible (a crash must not expose empty files)."""
+    for p in d.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _prune(output_dir: Path, limit: int | None) -> None:
+    if limit is None:
+        return
+    for old in list_checkpoints(output_dir)[:-limit]:
+        shutil.rmtree(old)
+
+
+def load_checkpoint(accelerator, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore model, optimizer, scheduler and RNG states in place (objects must be `prepare`d);
+    returns (stage state, this process's data state)."""
+    accelerator.load_state(str(path / "state"))
+    state = json.loads((path / STATE_FILE).read_text())
+    data_file = path / f"data_state_{accelerator.process_index}.json"
+    if not data_file.is_file():
+        raise UserError(
+            f"checkpoint '{path}' was written by fewer processes than this run has "
+            f"(no {data_file.name}); resume with the same number of processes."
+        )
+    return state, json.loads(data_file.read_text())
+
+
+def clean_temp(output_dir: str | Path) -> None:
+    """Remove half-written checkpoints left by a killed run."""
+    d = Path(output_dir)
+    if d.is_dir():
+        for p in d.glob(".tmp-checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)

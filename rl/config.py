@@ -1,0 +1,99 @@
+"""GRPOConfig: every knob of `rl/grpo.py`, typed and validated at load (no torch import here).
+
+A recipe is a flat YAML file over these keys plus the shared blocks of `r1kit/configs.py`;
+`r1kit grpo --help` prints them all. Names follow TRL's GRPOConfig where the meaning is the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from r1kit.config import arg
+from r1kit.configs import DataConfig, LoraConfig, ModelConfig, TrainConfig
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "gspo")
+
+
+@dataclass(kw_only=True)
+class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
+    """Group Relative Policy Optimization with verifiable rewards (DeepSeekMath / DeepSeek-R1)."""
+
+    # Batch: per_device_train_batch_size counts completions; G must divide each process's batch.
+    num_generations: int = arg(8, "Completions per prompt (G).", ge=2)
+    max_prompt_length: int = arg(256, "Longest prompt in tokens; longer prompts are an error.", gt=0)
+    max_completion_length: int = arg(256, "Most tokens generated per completion.", gt=0)
+    prefill_think: bool = arg(False, "End the generation prompt with `<think>\\n` (R1-style prefill).")
+
+    # Rollout engine.
+    engine: Literal["hf", "vllm"] = arg("hf", "Rollout engine: hf (transformers generate) or vllm.")
+    temperature: float = arg(1.0, "Sampling temperature (also divides the logits when scoring).", gt=0)
+    top_p: float = arg(1.0, "Nucleus sampling mass.", gt=0, le=1)
+    top_k: int = arg(0, "Top-k sampling (0 disables).", ge=0)
+
+    # Rewards and advantages.
+    rewards: list[dict[str, Any]] = arg(
+        [{"name": "accuracy", "weight": 1.0}],
+        "Reward functions by registry name: [{name, weight, params}]; the reward is their weighted sum.",
+        nonempty=True,
+    )
+    scale_rewards: Literal["group", "batch", "none"] = arg(
+        "group", "Divide advantages by the group std (GRPO), the batch std, or nothing (Dr. GRPO)."
+    )
+    dynamic_sampling: bool = arg(
+        True, "DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts."
+    )
+    max_sampling_rounds: int = arg(
+        4, "Extra sampling rounds per step for dynamic sampling before training on what was kept.", ge=0
+    )
+    mask_truncated_completions: bool = arg(False, "Exclude completions that hit max_completion_length from the loss.")
+    max_truncated_fraction: float = arg(0.5, "Warn loudly when more completions than this are truncated.", ge=0, le=1)
+
+    # Policy update.
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "gspo"] = arg(
+        "dapo",
+        "grpo: sequence-mean of token-mean; dr_grpo: sum / (B * max_completion_length); "
+        "dapo: token-level mean; gspo: sequence-level ratio.",
+    )
+    num_iterations: int = arg(1, "Policy updates per rollout batch (mu).", ge=1)
+    epsilon: float = arg(0.2, "Lower clip: ratio >= 1 - epsilon.", gt=0, lt=1)
+    epsilon_high: float | None = arg(None, "Upper clip (DAPO clip-higher, e.g. 0.28); null: same as epsilon.", gt=0)
+    beta: float = arg(0.0, "k3 KL coefficient; the reference model is loaded only when > 0.", ge=0)
+    importance_sampling_cap: float = arg(
+        2.0, "Truncated importance sampling cap C: weight = min(pi_old / pi_engine, C).", gt=0
+    )
+
+    # MoE policies (DeepSeek-V3 routers).
+    moe_bias_update_speed: float = arg(
+        1e-3, "gamma of the aux-loss-free balancing bias update (0 disables).", ge=0
+    )
+    router_aux_loss_coef: float = arg(0.0, "Weight of the router load-balancing aux loss (0 disables).", ge=0)
+    routing_replay: bool = arg(False, "R2: replay the old policy's expert choices when scoring the new policy.")
+
+    # Evaluation and logging.
+    eval_steps: int = arg(0, "Held-out greedy accuracy every N steps (0: never).", ge=0)
+    eval_split: str = arg("test", "Split of dataset_name used for held-out accuracy.")
+    eval_max_samples: int = arg(200, "Held-out prompts per evaluation.", gt=0)
+    eval_reward: str = arg("accuracy", "Registry reward whose score >= 1 counts as a correct answer.")
+    log_completions_steps: int = arg(10, "Write sample rollouts to samples.jsonl every N steps (0: never).", ge=0)
+    num_completions_to_log: int = arg(4, "Rollouts written per sample log.", gt=0)
+
+    def validate(self) -> None:
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(
+                f"key 'epsilon_high' ({self.epsilon_high}) is below 'epsilon' ({self.epsilon}); "
+                "clip-higher needs epsilon_high >= epsilon."
+            )
+        local_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if local_batch % self.num_generations:
+            raise ValueError(
+                f"num_generations ({self.num_generations}) must divide per_device_train_batch_size x "
+                f"gradient_accumulation_steps ({local_batch}) so every process holds whole groups; "
+                "change one of the three."
+            )
+        if self.loss_type == "dr_grpo" and self.scale_rewards != "none":
+            raise ValueError("loss_type 'dr_grpo' removes the std normalisation: set scale_rewards: none.")
+
+    @property
+    def clip_high(self) -> float:
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high

@@ -1,0 +1,209 @@
+"""The GRPO loop end to end on the tiny MoE policy, plus its invariants (CPU, a few steps each)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from r1kit.config import load_config
+from r1kit.errors import UserError
+from rl import grpo
+from rl.config import GRPOConfig
+
+torch.set_num_threads(1)
+
+from rewards.registry import register
+
+
+@register("test_letter_share")
+def letter_share(completions, **columns):
+    """Share of ASCII letters in the text: varies between an untrained policy's completions, so groups
+    have reward variance and the policy moves (registry rewards score 0 on random text).
+
+    >>> letter_share(["ab1 ", ""])
+    [0.5, 0.0]
+    """
+    return [sum(ch.isascii() and ch.isalpha() for ch in c) / max(len(c), 1) for c in completions]
+
+
+REWARDS = [{"name": "accuracy"}, {"name": "test_letter_share"}]
+
+
+def make_cfg(tiny_dir, out, **over) -> GRPOConfig:
+    base = dict(model_name_or_path=str(tiny_dir / "policy"), dataset_name="synthetic:arithmetic",
+                output_dir=str(out), max_samples=64, num_generations=4, per_device_train_batch_size=8,
+                max_completion_length=12, max_steps=2, learning_rate=1e-3, lr_scheduler_type="constant",
+                rewards=REWARDS, log_completions_steps=1, use_cpu=True, seed=0)
+    return load_config(GRPOConfig, None, {**base, **over})
+
+
+def params(run) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in run.accelerator.unwrap_model(run.model).named_parameters()}
+
+
+def capture_grads(run) -> dict[str, torch.Tensor]:
+    """Record the gradients the optimizer is given (Adam's update would amplify float noise in tiny grads)."""
+    grads: dict[str, torch.Tensor] = {}
+    step = run.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        for n, p in run.accelerator.unwrap_model(run.model).named_parameters():
+            grads[n] = torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+        return step(*args, **kwargs)
+
+    run.optimizer.step = recording_step
+    return grads
+
+
+def fixed_batch(run, advantages: torch.Tensor, seed: int = 0) -> grpo.StepBatch:
+    torch.manual_seed(seed)
+    groups = grpo.sample_groups(run, len(advantages) // run.cfg.num_generations)
+    return grpo.to_tensors(run, groups, advantages)
+
+
+def norm_for(batch) -> grpo.Normalizers:
+    return grpo.Normalizers(num_seqs=float(len(batch.advantages)), num_tokens=batch.completion_mask.sum().item())
+
+
+def test_two_steps_log_metrics_samples_and_checkpoints(tiny_dir, tmp_path):
+    cfg = make_cfg(tiny_dir, tmp_path, save_steps=1, eval_steps=2, eval_max_samples=4)
+    run = grpo.setup_run(cfg)
+    before = params(run)
+    grpo.train(run)
+    grpo.teardown_run(run)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]
+    for key in ("reward", "rewards/accuracy", "rewards/test_letter_share", "completion_length", "truncated",
+                "entropy", "grad_norm", "tokens_per_s", "dropped_groups", "clip_low", "moe/max_over_mean", "lr"):
+        assert key in lines[0], key
+    assert "eval/accuracy" in lines[1]
+    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {"prompt", "completion", "reward", "advantage", "accuracy"} <= set(samples[0])
+    assert [p.name for p in sorted(tmp_path.glob("checkpoint-*"))] == ["checkpoint-1", "checkpoint-2"]
+    assert (tmp_path / "checkpoint-2" / "model" / "config.json").is_file()
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "tokenizer.json").is_file()  # final policy
+    assert any(not torch.equal(before[n], p) for n, p in params(run).items()), "the policy did not move"
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "gspo"])
+def test_grad_accumulation_1x8_equals_8x1(tiny_dir, tmp_path, loss_type):
+    scale = "none" if loss_type == "dr_grpo" else "group"
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0])
+    results = []
+    for mb, acc in ((8, 1), (1, 8)):
+        cfg = make_cfg(tiny_dir, tmp_path / f"{mb}x{acc}", per_device_train_batch_size=mb,
+                       gradient_accumulation_steps=acc, loss_type=loss_type, scale_rewards=scale,
+                       moe_bias_update_speed=0.0, max_grad_norm=0.0)
+        run = grpo.setup_run(cfg)
+        batch = fixed_batch(run, adv)
+        grads = capture_grads(run)
+        metrics = grpo.update(run, batch, norm_for(batch))
+        results.append((grads, metrics["loss"], metrics["grad_norm"]))
+        grpo.teardown_run(run)
+    (p1, loss1, g1), (p8, loss8, g8) = results
+    assert loss1 == pytest.approx(loss8, rel=1e-4, abs=1e-6)
+    assert g1 == pytest.approx(g8, rel=1e-4) and g1 > 0
+    for n in p1:
+        torch.testing.assert_close(p1[n], p8[n], rtol=1e-4, atol=1e-7, msg=n)
+
+
+def test_zero_variance_group_gets_zero_advantage_and_no_gradient(tiny_dir, tmp_path):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, moe_bias_update_speed=0.0))
+    flat = grpo.advantages_for(run, grpo.Groups(rewards=[1.0] * 4 + [0.0, 1.0, 0.0, 1.0]))
+    assert flat[:4].tolist() == [0.0] * 4 and flat[4:].abs().min() > 0.5
+    before = params(run)
+    batch = fixed_batch(run, torch.cat([flat[:4], flat[:4]]))  # two zero-variance groups
+    metrics = grpo.update(run, batch, norm_for(batch))
+    assert metrics["grad_norm"] == 0.0
+    assert all(torch.equal(before[n], p) for n, p in params(run).items())
+    grpo.update(run, fixed_batch(run, flat), norm_for(batch))  # the varied group does move the policy
+    assert any(not torch.equal(before[n], p) for n, p in params(run).items())
+    grpo.teardown_run(run)
+
+
+def test_unscorable_completion_is_left_out_of_the_group(tiny_dir, tmp_path):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
+    adv = grpo.advantages_for(run, grpo.Groups(rewards=[1.0, 0.0, math.nan, 1.0] * 2))
+    assert adv[2].item() == 0.0
+    mean_of_scored = (1.0 + 0.0 + 1.0) / 3  # the NaN member does not drag the baseline to 0.5
+    assert adv[1].item() < 0 and adv[0].item() > 0
+    assert adv[0].item() == pytest.approx((1 - mean_of_scored) / (math.sqrt(1 / 3) + 1e-4), rel=1e-4)
+    grpo.teardown_run(run)
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_and_tops_up(tiny_dir, tmp_path):
+    # With accuracy alone an untrained policy scores 0 everywhere: every group is dropped, every round.
+    cfg = make_cfg(tiny_dir, tmp_path, rewards=[{"name": "accuracy"}], max_sampling_rounds=2)
+    run = grpo.setup_run(cfg)
+    groups, m = grpo.collect(run)
+    assert len(groups.rewards) == 8  # the batch is still full (topped up with zero-variance groups)
+    assert m["dropped_groups"] == 1.0 and m["sampled_groups"] == 2 * 3  # 2 groups x (1 + 2 extra rounds)
+    assert run.stream.state()["offset"] == 6
+    grpo.teardown_run(run)
+
+
+def test_hf_engine_logprobs_match_the_training_forward(tiny_dir, tmp_path):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, temperature=0.7))
+    batch = fixed_batch(run, torch.zeros(8))
+    with torch.no_grad():
+        logps, _ = grpo.token_logps(run.model, batch, run.cfg.temperature)
+    m = batch.completion_mask
+    torch.testing.assert_close(logps * m, batch.engine_logps * m, rtol=1e-4, atol=1e-4)
+    grpo.teardown_run(run)
+
+
+# ----------------------------------------------------------------------------------- fail fast
+
+
+def test_batch_not_divisible_by_group_size_is_a_user_error(tiny_dir, tmp_path):
+    with pytest.raises(UserError, match="num_generations"):
+        make_cfg(tiny_dir, tmp_path, num_generations=3)
+
+
+def test_prompt_over_the_limit_is_a_user_error(tiny_dir, tmp_path):
+    with pytest.raises(UserError, match="max_prompt_length"):
+        grpo.setup_run(make_cfg(tiny_dir, tmp_path, max_prompt_length=5))
+
+
+def test_format_reward_impossible_under_prefill_is_a_user_error(tiny_dir, tmp_path):
+    cfg = make_cfg(tiny_dir, tmp_path, prefill_think=True, rewards=[{"name": "format"}])
+    with pytest.raises(UserError, match="think_prefilled"):
+        grpo.setup_run(cfg)
+    ok = make_cfg(tiny_dir, tmp_path, prefill_think=True,
+                  rewards=[{"name": "format", "params": {"think_prefilled": True}}])
+    grpo.teardown_run(grpo.setup_run(ok))
+
+
+def test_mostly_truncated_completions_warn_loudly(tiny_dir, tmp_path, capsys):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, max_completion_length=4))
+    grpo.train_step(run, 1)
+    assert "hit max_completion_length=4" in capsys.readouterr().err
+    grpo.teardown_run(run)
+
+
+def test_non_finite_reward_skips_the_step_and_training_continues(tiny_dir, tmp_path, capsys):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
+    before = params(run)
+    real = run.rewards[1]
+    run.rewards[1] = type(real)(name="bad", weight=1.0, fn=lambda completions, **_: [math.inf] * len(completions))
+    m = grpo.train_step(run, 1)
+    assert m["skipped_steps"] == 1.0 and "step skipped" in capsys.readouterr().err
+    assert all(torch.equal(before[n], p) for n, p in params(run).items())
+    run.rewards[1] = real
+    assert grpo.train_step(run, 2)["skipped_steps"] == 0.0
+    grpo.teardown_run(run)
+
+
+def test_non_finite_loss_skips_the_optimizer_step(tiny_dir, tmp_path, capsys):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
+    before = params(run)
+    batch = fixed_batch(run, torch.tensor([1.0, -1.0] * 4))
+    batch.advantages[0] = math.nan
+    assert grpo.update(run, batch, norm_for(batch))["skipped_steps"] == 1.0
+    assert "step skipped" in capsys.readouterr().err
+    assert all(torch.equal(before[n], p) for n, p in params(run).items())
+    grpo.teardown_run(run)
