@@ -174,6 +174,22 @@ SYMMETRIC = [
     ("52_8", "52_5", False),
     ("2516_8", "2516_9", False),
     ("x_1", "x_{1}", True),
+    # slash fractions are never mixed numbers unless a space separates the whole part
+    ("45/100", r"\frac{9}{20}", True),
+    ("63/400", "0.1575", True),
+    ("45/100", r"4\frac{5}{100}", False),
+    ("63/400", r"6\frac{3}{400}", False),
+    # a decimal comma, read as such only against a number and only where it cannot group thousands
+    ("2.75", "2,75", True),
+    ("0.125", "0,125", True),
+    ("2.75", "2,76", False),
+    ("3.5", "3, 5", False),
+    ("32349", "32, 349", False),
+    ("32349", r"32,\! 349", True),
+    # presentation leftovers: a trailing line break, \cfrac
+    ("42", "42 \\\\", True),
+    (r"\cfrac{2}{3}", r"\frac{2}{3}", True),
+    (r"\cfrac{2}{3}", r"\frac{3}{2}", False),
     # Python numbers (as strings here; the int/float path has its own test)
     ("0.75", r"\frac{3}{4}", True),
     ("1e-05", "0.00001", True),
@@ -217,7 +233,26 @@ ONE_WAY = [
     ("2", "The final answer is $3$. I hope it is correct.", False),
     ("(1,2)", r"The point is $\boxed{(1, 2)}$", True),
     (r"\frac{1}{2}", r"\fbox{0.5}", True),
-    ("5", "I think 5 is right but I am not sure, let me keep thinking about this problem for a while", False),
+    # prose without an answer marker: its last math span or number, whichever comes later
+    ("5", "<think>I think 5 is right but I am not sure, let me keep thinking about this problem", False),
+    ("5", "<think>checking the sum</think> It comes out to 5 apples.", True),
+    ("24", "She keeps 18 of the 24 stickers she bought", True),
+    ("18", "She keeps 18 of the 24 stickers she bought", False),
+    ("7", r"Adding the two parts gives $3 + 4 = 7$ in total.", True),
+    ("3", r"Adding the two parts gives $3 + 4 = 7$ in total.", False),
+    (r"x \ge 2", r"So the solution set is $x \geq 2$ for every case.", True),
+    ("2", r"So the solution set is $x \geq 2$ for every case.", False),
+    ("4", "Final Answer: the tank holds 4 liters more.", True),
+    ("12", "There are no digits in this sentence at all", False),
+    # several boxes separated only by "and"/commas form one answer; a correction keeps the last box
+    ("-3, 4", r"the roots are $\boxed{-3}$ and $\boxed{4}$.", True),
+    ("4", r"the roots are $\boxed{-3}$ and $\boxed{4}$.", False),
+    ("12", r"\boxed{10}, no wait, \boxed{12}", True),
+    # the gold may itself be a whole solution or a sentence
+    (r"Halving gives $\boxed{\frac{3}{4}}$.", "0.75", True),
+    (r"Halving gives $\boxed{\frac{3}{4}}$.", "0.5", False),
+    ("$125$ miles", "125", True),
+    ("$125$ miles", "152", False),
     ("", "5", False),
     ("5", "", False),
 ]

@@ -33,6 +33,8 @@ _BARE_ANSWER_MAX_CHARS = 1000
 _CACHE_MAX_ITEMS = 100_000
 _CACHE_MAX_KEY_CHARS = 2000
 
+_GOLD_SOURCES = ("boxed", "last_math")
+
 _cache: OrderedDict[tuple[str, str, float], bool] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -58,7 +60,11 @@ def _prediction_answer(prediction: str, sources: tuple[str, ...]) -> str | None:
 
 def _gold_answer(gold: str) -> str:
     # A whole GSM8K solution ("... #### 72") is accepted as gold: its final answer follows `####`.
-    return gold.rsplit("####", 1)[-1].strip() if "####" in gold else gold.strip()
+    if "####" in gold:
+        return gold.rsplit("####", 1)[-1].strip()
+    # So is a whole MATH-style solution (its boxes) or an answer in a sentence ("$125$ miles").
+    found = extract_answer(gold, _GOLD_SOURCES)
+    return found if found is not None else gold.strip()
 
 
 def _cache_get(key: tuple[str, str, float]) -> bool | None:
@@ -114,7 +120,9 @@ def verify_batch(
         else:
             todo.setdefault(key, []).append(len(results) - 1)
     if todo:
-        keys = list(todo)
+        # Longest first: a long answer is usually the slow one, and starting it early keeps one worker
+        # from finishing the batch alone while the others sit idle.
+        keys = sorted(todo, key=lambda k: len(k[0]) + len(k[1]), reverse=True)
         verdicts = shared_pool(workers or default_workers()).run(keys, deadline_s)
         for key, verdict in zip(keys, verdicts):
             if verdict is not None:

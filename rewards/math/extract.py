@@ -11,16 +11,35 @@ from collections.abc import Callable
 
 from r1kit.errors import UserError
 
-ANSWER_SOURCES = ("answer_tag", "boxed", "final_answer", "gsm8k")
+ANSWER_SOURCES = ("answer_tag", "boxed", "final_answer", "gsm8k", "last_math")
 """Default priority: the first source that finds something wins. An explicit ``<answer>`` tag is the
 format the policy is trained to emit, so it beats a ``\\boxed{}`` written mid-thought; "final answer
-is" and GSM8K's ``####`` are fallbacks for few-shot style outputs."""
+is" and GSM8K's ``####`` are fallbacks for few-shot style outputs; ``last_math`` (the last math span or
+number of a prose answer) is the last resort, as in public graders' free-form extraction."""
 
 # No real final answer is this long; the cap keeps the pure-Python brace scan (run in the caller,
 # outside any deadline) to a few milliseconds on a megabyte of output.
 MAX_ANSWER_CHARS = 10_000
 _FINAL_ANSWER_RE = re.compile(r"final answer\s*(?:is|:)", re.IGNORECASE)
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+# Only the end of a completion holds its answer; bounding the scanned tail keeps every regex below cheap.
+_TAIL_CHARS = 4000
+# What may sit between the boxes of a multi-part answer (`\boxed{1} and \boxed{2}`): separators only, so
+# a correction (`\boxed{10}, no wait, \boxed{12}`) keeps just the last box.
+_BOX_GAP_RE = re.compile(r"^(?:\s|[,;$.]|\\[()\[\]]|\\q?quad|\\[,;!]|\\text\{\s*(?:and|or|,)?\s*\}|and\b|or\b)*$")
+# Math spans: `$$..$$`, `\[..\]` (may span lines), `$..$`, `\(..\)` (one line, as inline math must).
+# `\$` is an escaped dollar sign, not a delimiter. Only the bounded tail is scanned, so an unclosed span costs
+# at most a few million regex steps.
+_MATH_SPAN_RE = re.compile(
+    r"\$\$((?:\\.|[^$\\])+)\$\$|\\\[((?:[^\\]|\\[^\]])+)\\\]"
+    r"|(?<!\\)\$((?:\\.|[^$\\\n])+)\$|\\\(((?:[^\\\n]|\\[^)])+)\\\)"
+)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z0-9.])-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?")
+# A prose word: two or more letters not preceded by a backslash (which would make it a LaTeX command).
+_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+_EQUALS_RE = re.compile(r"(?<![<>!=\\])=(?!=)")
+_VARIABLE_RE = re.compile(r"^(?:[A-Za-z](?:_\{?\w+\}?)?|\\[A-Za-z]+|[A-Za-z]\([A-Za-z0-9]\))$")
+_TEXT_GROUP_RE = re.compile(r"\\(?:text\w*|mbox|mathrm|mathbf|operatorname)\s*\{[^{}]*\}|\\begin\{\w+\*?\}|\\end\{\w+\*?\}")
 
 
 def _balanced_content(text: str, open_pos: int) -> str | None:
@@ -44,6 +63,44 @@ def _balanced_content(text: str, open_pos: int) -> str | None:
     return None
 
 
+def _boxed_at(text: str, start: int) -> tuple[str, int] | None:
+    """Content and end position of the ``\\boxed``/``\\fbox`` command starting at ``text[start]``."""
+    i = start + (6 if text.startswith("\\boxed", start) else 5)
+    if i < len(text) and text[i] == "{":
+        content = _balanced_content(text, i)
+        return None if content is None else (content, i + len(content) + 2)
+    if i < len(text) and text[i] == " ":
+        # `\boxed 7` is valid LaTeX: the argument is the next token.
+        token = text[i + 1 :].split(maxsplit=1)
+        return (token[0].rstrip(".$"), i + 1 + len(token[0])) if token else None
+    return None
+
+
+def trailing_boxes(text: str) -> str | None:
+    r"""Content of the last box, joined with the boxes just before it when only separators lie between
+    (a multi-part answer written as several boxes).
+
+    >>> trailing_boxes(r"roots $\boxed{-2}$ and $\boxed{1}$."), trailing_boxes(r"\boxed{10}, no, \boxed{12}")
+    ('-2, 1', '12')
+    """
+    starts = sorted(
+        m.start() for m in re.finditer(r"\\boxed|\\fbox", text[-_TAIL_CHARS - MAX_ANSWER_CHARS :])
+    )
+    offset = max(0, len(text) - _TAIL_CHARS - MAX_ANSWER_CHARS)
+    parts: list[str] = []
+    next_start = None
+    for start in reversed(starts):
+        box = _boxed_at(text, start + offset)
+        if box is None:
+            continue
+        content, end = box
+        if next_start is not None and not _BOX_GAP_RE.match(text[end:next_start]):
+            break
+        parts.append(content)
+        next_start = start + offset
+    return ", ".join(reversed(parts)) if parts else None
+
+
 def last_boxed(text: str) -> str | None:
     r"""Content of the last ``\boxed{...}`` or ``\fbox{...}`` (also the brace-less ``\boxed 5``).
 
@@ -55,14 +112,81 @@ def last_boxed(text: str) -> str | None:
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if start < 0:
         return None
-    i = start + (6 if text.startswith("\\boxed", start) else 5)
-    if i < len(text) and text[i] == "{":
-        return _balanced_content(text, i)
-    if i < len(text) and text[i] == " ":
-        # `\boxed 7` is valid LaTeX: the argument is the next token.
-        token = text[i + 1 :].split(maxsplit=1)
-        return token[0].rstrip(".$") if token else None
-    return None
+    box = _boxed_at(text, start)
+    return None if box is None else box[0]
+
+
+def _outside_words(text: str) -> list[str]:
+    outside = _TEXT_GROUP_RE.sub(" ", _MATH_SPAN_RE.sub(" ", text))
+    return _PROSE_WORD_RE.findall(outside)
+
+
+def is_prose(text: str) -> bool:
+    r"""Whether ``text`` is a sentence around an answer rather than a bare answer: words next to a math
+    span, or at least two words (one of three letters or more) outside LaTeX commands and ``\text{}``.
+
+    >>> is_prose("Answer $9$"), is_prose(r"12\text{ and }13"), is_prose("AB=4,CD=5"), is_prose("so the answer is 5")
+    (True, False, False, True)
+    """
+    words = _outside_words(text)
+    if not words:
+        return False
+    if _MATH_SPAN_RE.search(text):
+        return True
+    return len(words) >= 2 and any(len(w) >= 3 for w in words)
+
+
+def _answer_side(span: str) -> str:
+    # `5 \times 6 = 120` or `y = 8 - 2 = 6` is a computation ending in the answer; `x = 5` is kept whole
+    # because the comparator already matches an assignment against a bare value.
+    sides = _EQUALS_RE.split(span)
+    if "," in span or ";" in span:
+        return span  # `x=1, y=2` lists several assignments
+    if len(sides) > 2 or (len(sides) == 2 and not _VARIABLE_RE.match(sides[0].strip())):
+        return sides[-1]
+    return span
+
+
+def _joined_spans(text: str, spans: list[re.Match]) -> str | None:
+    # `$21, 16$ or $11$`: spans separated only by "and"/"or"/commas form one multi-part answer.
+    parts = [spans[-1]]
+    for span in reversed(spans[:-1]):
+        if not _BOX_GAP_RE.match(text[span.end() : parts[-1].start()]):
+            break
+        parts.append(span)
+    contents = [_answer_side(next(g for g in m.groups() if g is not None)).strip() for m in reversed(parts)]
+    return ", ".join(c for c in contents if c) or None
+
+
+def _after_thinking(text: str) -> str | None:
+    close = text.rfind("</think>")
+    if close >= 0:
+        return text[close + len("</think>") :]
+    # Reasoning that was opened but never closed was cut off: nothing in it is a final answer.
+    return None if "<think>" in text else text
+
+
+def last_math(text: str) -> str | None:
+    r"""For prose only: the last math span or number, whichever ends later (None for a bare answer, so
+    that ``x^2+1`` is compared whole instead of as its last number).
+
+    >>> last_math(r"Thus $x \geq 5$ is the solution."), last_math("so 12,000 apples and 7 pears.")
+    ('x \\geq 5', '7')
+    >>> last_math(r"The volume is $5 \times 6 \times 4 = 120$"), last_math(r"\frac{1}{2}") is None
+    ('120', True)
+    """
+    text = _after_thinking(text)
+    if text is None:
+        return None
+    tail = text[-_TAIL_CHARS:]
+    if not is_prose(tail):
+        return None
+    spans = list(_MATH_SPAN_RE.finditer(tail))
+    numbers = list(_NUMBER_RE.finditer(tail))
+    span, number = (spans[-1] if spans else None), (numbers[-1] if numbers else None)
+    if span is not None and (number is None or span.end() >= number.end()):
+        return _joined_spans(tail, spans)
+    return number.group(0).rstrip(",") if number is not None else None
 
 
 def _answer_tag(text: str) -> str | None:
@@ -74,7 +198,7 @@ def _answer_tag(text: str) -> str | None:
         return None
     content = text[start + len("<answer>") : end]
     # `<answer>The answer is \boxed{5}</answer>`: the box is the answer, the prose is decoration.
-    boxed = last_boxed(content)
+    boxed = trailing_boxes(content)
     return boxed if boxed is not None else content
 
 
@@ -95,6 +219,9 @@ def _final_answer(text: str) -> str | None:
         close = line.find("$", 1)
         if close > 0:
             line = line[1:close]
+    elif is_prose(line):
+        # "Final Answer: The largest $n$ is 34." -> the last math span or number of the sentence.
+        return last_math(line)
     return line.rstrip(". ")
 
 
@@ -107,9 +234,10 @@ def _gsm8k(text: str) -> str | None:
 
 _EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "answer_tag": _answer_tag,
-    "boxed": last_boxed,
+    "boxed": trailing_boxes,
     "final_answer": _final_answer,
     "gsm8k": _gsm8k,
+    "last_math": last_math,
 }
 
 
@@ -118,8 +246,10 @@ def extract_answer(completion: str, sources: tuple[str, ...] = ANSWER_SOURCES) -
 
     ``sources`` lists where to look, highest priority first (default `ANSWER_SOURCES`):
     ``answer_tag`` (last ``<answer>...</answer>``; a ``\boxed{}`` inside it wins), ``boxed`` (last
-    ``\boxed{}``/``\fbox{}``), ``final_answer`` ("final answer is ..." / "Final Answer: ..." to the end
-    of the line) and ``gsm8k`` (text after the last ``####``).
+    ``\boxed{}``/``\fbox{}``, joined with the boxes just before it when only separators lie between),
+    ``final_answer`` ("final answer is ..." / "Final Answer: ..." to the end of the line), ``gsm8k`` (text
+    after the last ``####``) and ``last_math`` (in prose only, the last math span or number; never inside
+    an unclosed ``<think>``).
 
     >>> extract_answer(r"<think>maybe \boxed{3}</think> <answer>\boxed{4}</answer>")
     '4'

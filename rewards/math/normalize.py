@@ -17,10 +17,12 @@ QUICK_MAX_CHARS = 200
 _WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|emph)\s*\{([^{}]*)\}")
 # `\!` and `\,` join (`10,\!080`, `1\,000`); the wider spaces separate. The lookbehind keeps a
 # matrix row break `\\ ` intact.
-_JOIN_SPACE_RE = re.compile(r"(?<!\\)\\[!,]")
+_JOIN_SPACE_RE = re.compile(r"(?<!\\)\\[!,]\s*")
 _SPACING_RE = re.compile(r"(?<!\\)\\[;: ]|\\q?quad|~")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
-_FRAC_VARIANT_RE = re.compile(r"\\[dt]frac")
+_FRAC_VARIANT_RE = re.compile(r"\\[dtc]frac")
+# A trailing `\` or `\\` is a line break left over from a display environment, not part of the answer.
+_TRAILING_BREAK_RE = re.compile(r"\s*\\\\?$")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?$", re.IGNORECASE)
 _DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
@@ -64,6 +66,7 @@ def clean(answer: str) -> str:
     s = _SPACING_RE.sub(" ", _JOIN_SPACE_RE.sub("", s))
     s = _FRAC_VARIANT_RE.sub(r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
+    s = _TRAILING_BREAK_RE.sub("", s.strip())
     return s.strip().rstrip(".").strip()
 
 
@@ -88,16 +91,22 @@ _UNIT_RE = re.compile(
     r"(?:\s*\\?(?:text|mbox|mathrm)\{\s*([A-Za-z][A-Za-z .]*)\}|\s*([A-Za-z]{2,}\.?))(?:\s*\^\s*\{?[23]\}?)?$"
 )
 
-_SEP = r"(?:,\s?|\{,\}|\s)"
-_INT = rf"(?:\d{{1,3}}(?:{_SEP}\d{{3}})+|\d+)"
+# A comma and then a space separates list items (`32, 349`); `32,\! 349` is glued together by `clean`.
+_SEP = r"(?:,|\{,\}|\s)"
+_INT = rf"(?:[1-9]\d{{0,2}}(?:{_SEP}\d{{3}})+|\d+)"
+# `1000,99` / `0,111` / `1,22`: digits, a comma, digits, and not a thousands grouping -> a decimal comma.
+_DECIMAL_COMMA_RE = re.compile(r"^(-?\d+),(\d+)$")
+_THOUSANDS_RE = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+$")
 _DEC = rf"(?:{_INT}(?:\.\d*)?|\.\d+)"
 _DECIMAL_RE = re.compile(rf"^(?P<sign>[-+]?)\s*(?P<num>{_DEC})$")
 _SCI_RE = re.compile(
     rf"^(?P<sign>[-+]?)\s*(?P<num>{_DEC})\s*(?:[eE]|(?:\\times|\\cdot|×|\*|x)\s*10\s*\^|\*\*)\s*\{{?(?P<exp>[-+]?\d{{1,3}})\}}?$"
 )
+# A whole part may touch a `\frac` (`1\frac{4}{5}`) but must be space-separated from a slash fraction:
+# `63/400` is sixty-three four-hundredths, not 6 3/400.
 _FRAC_RE = re.compile(
-    r"^(?P<sign>[-+]?)\s*(?:(?P<whole>\d+)\s*)?(?:\\frac\s*\{\s*(?P<n1>\d+)\s*\}\s*\{\s*(?P<d1>\d+)\s*\}"
-    r"|\\frac\s*(?P<n2>\d)(?P<d2>\d)|(?P<n3>\d+)\s*/\s*(?P<d3>\d+))$"
+    r"^(?P<sign>[-+]?)\s*(?:(?:(?P<whole>\d+)\s*)?(?:\\frac\s*\{\s*(?P<n1>\d+)\s*\}\s*\{\s*(?P<d1>\d+)\s*\}"
+    r"|\\frac\s*(?P<n2>\d)(?P<d2>\d))|(?:(?P<whole3>\d+)\s+)?(?P<n3>\d+)\s*/\s*(?P<d3>\d+))$"
 )
 
 
@@ -132,11 +141,12 @@ def _core_number(s: str) -> tuple[Fraction, Fraction | None] | None:
         if den == 0:
             return None
         value = Fraction(num, den)
-        if m["whole"] is not None:
+        whole = m["whole"] or m["whole3"]
+        if whole is not None:
             # `1\frac{4}{5}` / `1 4/5` is a mixed number only when the fraction is proper.
             if num >= den:
                 return None
-            value += int(m["whole"])
+            value += int(whole)
         return (-value if m["sign"] == "-" else value), None
     return None
 
@@ -164,6 +174,19 @@ def parse_number(answer: str) -> Num | None:
     if core is None:
         return None
     return Num(core[0], core[1], percent)
+
+
+def decimal_comma(answer: str) -> Num | None:
+    """``answer`` read with a decimal comma (``1000,99`` -> 1000.99); None unless it is digits, one comma
+    and digits that cannot be a thousands grouping.
+
+    >>> decimal_comma("1,22").value, decimal_comma("0,111").value, decimal_comma("1,000")
+    (Fraction(61, 50), Fraction(111, 1000), None)
+    """
+    m = _DECIMAL_COMMA_RE.match(answer.strip())
+    if m is None or _THOUSANDS_RE.match(answer.strip()):
+        return None
+    return parse_number(f"{m.group(1)}.{m.group(2)}")
 
 
 def _candidates(n: Num) -> list[Fraction]:
@@ -256,6 +279,12 @@ def quick_verdict(prediction: str, gold: str, rel_tol: float) -> bool | None:
     if word is not None:
         return text_answer(p) == word
     gn, pn = parse_number(g), parse_number(p)
+    # Only when the other side is a number is a lone comma read as a European decimal point: `3,5` is
+    # otherwise the list {3, 5}.
+    if gn is None and pn is not None:
+        gn = decimal_comma(g)
+    elif pn is None and gn is not None:
+        pn = decimal_comma(p)
     if gn is not None and pn is not None:
         return numbers_close(gn, pn, rel_tol)
     return None

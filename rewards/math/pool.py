@@ -5,8 +5,8 @@ and Python cannot interrupt a thread. ``signal.alarm`` (math-verify's timeout) o
 thread, so it breaks inside trainers and evaluators that verify from worker threads. Here each item gets
 a deadline; a worker that misses it is killed (SIGKILL) and replaced, and the item's result is None.
 
-Workers are started from a ``forkserver`` that has already imported sympy, so a replacement costs a
-fork, not a 1.5 s import, and no worker inherits the caller's threads (torch, vLLM) the way a plain
+Workers are started from a ``forkserver`` that has already imported sympy and warmed the LaTeX parser
+(`rewards.math._warm_parser`), so a replacement costs a fork, not a 1.5 s import plus a cold parser, and no worker inherits the caller's threads (torch, vLLM) the way a plain
 ``fork`` would. As with any spawn/forkserver multiprocessing, a *script* that verifies at top level
 must keep that code under ``if __name__ == "__main__":`` (workers re-import the main module).
 """
@@ -23,6 +23,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 _HEAVY_MODULE = "rewards.math.equivalence"
+# Imported by the forkserver after the heavy module: forked workers inherit a warm LaTeX parser.
+_WARM_MODULE = "rewards.math._warm_parser"
 _STARTUP_TIMEOUT_S = 120.0
 # A pathological answer may try to build a gigantic integer; the cap turns that into a MemoryError
 # (a plain False) long before it can take the machine's memory from the trainer.
@@ -73,7 +75,7 @@ class VerifierPool:
         self._ctx = mp.get_context("forkserver")
         # Only takes effect if this process's forkserver is not running yet; otherwise each worker
         # imports sympy itself once, which `_await_ready` keeps out of every item's deadline.
-        self._ctx.set_forkserver_preload([_HEAVY_MODULE])
+        self._ctx.set_forkserver_preload([_HEAVY_MODULE, _WARM_MODULE])
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
