@@ -26,15 +26,17 @@ from r1kit.errors import UserError
 
 RewardFunc = Callable[..., list]
 
-# Modules whose import registers rewards; the optional ones are owned elsewhere and may not exist yet.
+# Modules whose import registers rewards. rewards.code is optional: it needs nothing extra to import,
+# but a trimmed install may leave the sandbox out.
 _REWARD_MODULES = (
     "rewards.math",
     "rewards.format",
     "rewards.length",
     "rewards.language",
     "rewards.repetition",
+    "rewards.countdown",
 )
-_OPTIONAL_REWARD_MODULES = ("rewards.code", "rewards.countdown")
+_OPTIONAL_REWARD_MODULES = ("rewards.code",)
 _SPEC_KEYS = {"name", "weight", "params"}
 
 _REGISTRY: dict[str, RewardFunc] = {}
