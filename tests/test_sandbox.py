@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 
 import pytest
@@ -306,6 +308,228 @@ def test_seccomp_denies_namespace_and_tracing_syscalls(isolated_sandbox):
     lines = dict(line.split(" ", 1) for line in r.stdout.splitlines()[:7])
     assert set(lines.values()) == {"EPERM"}, r.stdout
     assert r.stdout.splitlines()[-1] == "fork 0"  # plain fork still works
+
+
+# ---------------------------------------------------------------- adversarial variants (red-team review)
+
+NS_PIDS = "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()) == [1, os.getpid()])"
+FILL = """
+import os
+def fill(path, mb):
+    written = 0
+    try:
+        with open(path, 'wb') as f:
+            for _ in range(mb):
+                f.write(b'x' * (1 << 20))
+                written += 1
+    except OSError:
+        pass
+    return written
+"""
+
+
+def _assert_clean_after(sb: LocalSandbox, name: str) -> None:
+    """The worker survived and nothing of the attack is left: no process, no file."""
+    after = sb.execute(NS_PIDS + "\nprint(os.listdir('/tmp') + os.listdir('/dev/shm') + os.listdir('.'))")
+    assert after.stdout == "True\n[]\n", (name, after)
+
+
+@needs_namespaces
+@pytest.mark.parametrize(
+    "name,code,statuses",
+    [
+        ("fork bomb: subprocess", "import subprocess\nwhile True:\n    try: subprocess.Popen(['sleep', '60'])\n    except OSError: pass", {"timeout"}),
+        ("fork bomb: multiprocessing", "import multiprocessing as mp, time\nps = [mp.Process(target=time.sleep, args=(60,)) for _ in range(500)]\nfor p in ps: p.start()", {"error"}),
+        ("thread bomb", "import threading, time\nfor _ in range(10000): threading.Thread(target=time.sleep, args=(60,)).start()", {"error"}),
+        ("memory: bytearray", "x = bytearray(10 << 30)", {"oom"}),
+        ("memory: touched mmap", "import mmap\nm = mmap.mmap(-1, 10 << 30)\nfor i in range(0, len(m), 4096): m[i] = 1", {"oom"}),
+        ("memory: list growth", "x = []\nwhile True: x.append(' ' * 10**6)", {"oom"}),
+        ("memory: /dev/shm + /tmp tmpfs", FILL + "print([fill(f'/dev/shm/a{i}', 60) for i in range(4)], [fill(f'/tmp/b{i}', 60) for i in range(8)])", {"ok", "oom"}),
+        ("file: sparse seek", "f = open('s', 'wb')\nf.seek(5 << 30)\nf.write(b'x')\nf.flush()", {"error"}),
+        ("file: truncate", "import os\nopen('s', 'wb').close()\nos.truncate('s', 5 << 30)", {"error"}),
+        ("file: fallocate", "import os\nfd = os.open('s', os.O_CREAT | os.O_WRONLY)\nos.posix_fallocate(fd, 0, 5 << 30)", {"error"}),
+        ("file: many small files", FILL + "import sys\nprint(sum(fill(f'f{i}', 1) for i in range(5000)), file=sys.stderr)", {"ok", "oom"}),
+        ("output: os.write loop", "import os\nwhile True: os.write(1, b'x' * 65536)", {"output_limit"}),
+        ("output: stderr", "import sys\nwhile True: sys.stderr.write('x' * 65536)", {"output_limit"}),
+        ("output: orphan keeps stdout", "import os, time\nif os.fork() == 0:\n    time.sleep(0.2)\n    while True: os.write(1, b'x' * 65536)\nprint('parent done')", {"ok"}),
+        ("daemon: double fork + setsid", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(600)\n    os._exit(0)", {"ok"}),
+        ("daemon: ignores SIGTERM, stopped", "import os, signal, time\nif os.fork() == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    os.kill(os.getpid(), signal.SIGSTOP)\n    time.sleep(600)\ntime.sleep(0.1)", {"ok"}),
+        ("daemon: runs past the timeout", "import os, time\nif os.fork() == 0:\n    while True: open('/tmp/alive', 'w').write('x')\ntime.sleep(60)", {"timeout"}),
+        ("thread outlives main", "import threading, time\nthreading.Thread(target=time.sleep, args=(600,)).start()\nprint('main done')", {"ok"}),
+        ("kill: killpg, pidfd, SIGSTOP to PID 1", "import os, signal\nfor s in (signal.SIGKILL, signal.SIGSTOP):\n    signal.pidfd_send_signal(os.pidfd_open(1), s)\n    os.kill(1, s)\ntry:\n    os.killpg(1, signal.SIGKILL)\nexcept OSError:\n    pass\nprint('after')", {"ok"}),
+        ("runner fds closed", "import os\nfor fd in range(0, 10):\n    try: os.close(fd)\n    except OSError: pass\nimport time\ntime.sleep(0.1)", {"ok"}),
+        ("runner fds redirected", "import os\nr, w = os.pipe()\nos.dup2(w, 1)\nos.dup2(w, 2)\nprint('x' * 100000)", {"ok", "timeout"}),
+        ("chmod 000 traps for the wipe", "import os\nos.makedirs('/tmp/d/e')\nopen('/tmp/d/e/f', 'w').write('x')\nfor d in ('/tmp/d/e', '/tmp/d', '/tmp', '/dev/shm', '.'):\n    os.chmod(d, 0)", {"ok"}),
+    ],
+)  # fmt: skip
+def test_adversarial_variants_contained(isolated_sandbox, name, code, statuses):
+    canary = _host_canary_process()
+    try:
+        r = isolated_sandbox.execute(code, timeout=1, memory_mb=256)
+        assert r.status in statuses, (name, r)
+        assert len(r.stdout) + len(r.stderr) <= isolated_sandbox.config.max_output_bytes
+        assert canary.poll() is None, f"{name}: a host process died"
+        _assert_clean_after(isolated_sandbox, name)
+    finally:
+        canary.kill()
+        canary.wait()
+
+
+@needs_namespaces
+def test_tmpfs_and_dev_are_capped_read_only_and_private(isolated_sandbox):
+    r = isolated_sandbox.execute(FILL + textwrap.dedent("""
+        for path in ["/dev/evil", "/dev/null/x", "/proc/sys/kernel/hostname", "/sys/x", "/usr/x", "/x"]:
+            try:
+                open(path, "w").write("x")
+                print("WROTE", path)
+            except OSError:
+                print("denied")
+        open("/dev/null", "w").write("x")  # device nodes keep working
+        print("shm", sum(fill(f"/dev/shm/f{i}", 60) for i in range(3)))  # 64 MiB cap
+        os.mkfifo("/tmp/fifo"); os.symlink("/proc/self/environ", "link")
+    """), memory_mb=512)
+    assert r.status == "ok" and "WROTE" not in r.stdout and r.stdout.count("denied") == 6, r
+    assert int(r.stdout.split("shm ")[1]) <= 64, r  # 3 x 60 MiB asked; the last MiB may sit in a buffer
+    _assert_clean_after(isolated_sandbox, "tmpfs")
+
+
+@needs_namespaces
+def test_each_test_starts_from_the_job_files_only(single):
+    program = "import os\nprint(sorted(os.listdir('.')), sorted(os.listdir('/tmp')))\nopen('/tmp/x', 'w').write('1'); open('mine', 'w').write('1')\n"
+    res = single.run_tests(program, [("", "['in.txt'] []")] * 2, "stdio", files={"in.txt": "data"})
+    assert [r.passed for r in res] == [True, True], res
+
+
+@pytest.mark.parametrize("key", ["../x", "/tmp/x", "a/../../x", "", "a\0b", "./x", "a//b"])
+def test_files_outside_scratch_are_user_errors(sandbox, key):
+    with pytest.raises(UserError, match="relative path"):
+        sandbox.execute("print(1)", files={key: "x"})
+
+
+@needs_namespaces
+def test_no_secret_reaches_the_program(isolated_sandbox, monkeypatch):
+    monkeypatch.setenv("R1KIT_TEST_SECRET", SECRET)
+    code = textwrap.dedent("""
+        import os
+        blobs = [repr(dict(os.environ)), repr(sorted(os.listdir("/proc/self/fd")))]
+        for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:
+            for name in ("environ", "cmdline"):
+                try:
+                    blobs.append(open(f"/proc/{pid}/{name}", "rb").read().decode("latin-1"))
+                except OSError:
+                    pass
+        print("\\n".join(blobs))
+    """)
+    r = isolated_sandbox.execute(code)
+    assert r.status == "ok" and SECRET not in r.stdout and "/root" not in r.stdout, r
+    assert "['0', '1', '2', '3']" in r.stdout  # stdin, stdout, stderr + the listdir's own fd
+    env = eval(r.stdout.splitlines()[0])
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONHASHSEED"} and env["HOME"] == "/sandbox"
+
+
+@needs_namespaces
+def test_sockets_of_other_families_and_host_abstract_socket_unreachable(isolated_sandbox):
+    host = socket.socket(socket.AF_UNIX)
+    host.bind("\0r1kit-test-host-abstract")  # abstract names live in the network namespace
+    host.listen(1)
+    host.setblocking(False)
+    try:
+        r = isolated_sandbox.execute(textwrap.dedent("""
+            import socket
+            for fam, typ in [(socket.AF_INET6, socket.SOCK_STREAM), (socket.AF_NETLINK, socket.SOCK_RAW),
+                             (socket.AF_PACKET, socket.SOCK_RAW), (socket.AF_INET, socket.SOCK_DGRAM)]:
+                try:
+                    socket.socket(fam, typ)
+                    print("OPENED", fam)
+                except PermissionError:
+                    print("denied")
+            try:
+                socket.socket(socket.AF_UNIX).connect("\\0r1kit-test-host-abstract")
+                print("CONNECTED")
+            except OSError:
+                print("refused")
+        """))
+        assert r.stdout.split() == ["denied"] * 4 + ["refused"], r
+        with pytest.raises(BlockingIOError):
+            host.accept()
+    finally:
+        host.close()
+
+
+FIND_FRAME = "import sys, os\ndef frame_with(name):\n    f = sys._getframe()\n    while f and name not in f.f_locals:\n        f = f.f_back\n    return f\n"
+
+
+@needs_namespaces
+@pytest.mark.parametrize(
+    "name,program",
+    [
+        ("junk on the result fd", "import os\nos.write(3, b'a' * 16)\ndef f(x): return 0"),
+        ("exit 0 before the test", "import os\nos._exit(0)"),
+        ("builtins.exec replaced", "import builtins\nbuiltins.exec = lambda *a: None\ndef f(x): return 0"),
+        ("builtins.compile replaced", "import builtins\nc = builtins.compile\nbuiltins.compile = lambda s, n, m: c('pass', n, m)\ndef f(x): return 0"),
+        ("runner globals replaced", FIND_FRAME + "frame_with('test').f_globals['exec'] = lambda *a: None\ndef f(x): return 0"),
+        ("trace jumps over the assert", "import sys\ndef tr(fr, ev, arg):\n    if ev == 'line' and fr.f_code.co_filename == 'test.py': fr.f_lineno = 2\n    return tr\nsys.settrace(tr)\ndef f(x): return 0"),
+        ("test run early in a fake namespace", FIND_FRAME + "exec(frame_with('test').f_locals['test'], {'f': lambda x: 2})\nsys.audit('r1kit.test_done')\ndef f(x): return 0"),
+        ("runner called again", FIND_FRAME + "fr = frame_with('test')\nos._exit(fr.f_globals['run_guarded'](compile('def f(x): return 2', 'main.py', 'exec'), fr.f_locals['test'], {}))"),
+        ("own memory", "m = open('/proc/self/mem', 'rb')\ndef f(x): return 0"),
+        ("result pipe reopened", "import os\nd = os.open('/proc/self', os.O_RDONLY)\nos.read(os.open('fd/3', os.O_RDONLY, dir_fd=d), 16)\ndef f(x): return 0"),
+        ("object graph", "import gc\ngc.get_objects()\ndef f(x): return 0"),
+        ("ctypes", "import ctypes\nctypes.string_at(id(0), 8)\ndef f(x): return 0"),
+    ],
+)  # fmt: skip
+def test_assert_pass_cannot_be_forged(isolated_sandbox, name, program):
+    res = isolated_sandbox.run_tests(program, ["assert f(1) == 2\npass"], "assert", timeout=2)
+    assert not res[0].passed, (name, res[0])
+
+
+@needs_namespaces
+def test_guard_lets_ordinary_programs_pass(isolated_sandbox):
+    program = textwrap.dedent("""
+        import multiprocessing as mp, threading, json, re
+        from collections import namedtuple
+        P = namedtuple("P", "x")
+        def sq(x):
+            return x * x
+        def f(x):
+            with mp.Pool(2) as pool:
+                squares = pool.map(sq, [x, 2])
+            t = threading.Thread(target=print, args=("thread",))
+            t.start(); t.join()
+            try:
+                json.loads("{")
+            except ValueError:
+                pass
+            return P(squares[1]).x - 2
+    """)
+    res = isolated_sandbox.run_tests(program, ["assert f(1) == 2", "import builtins\nassert f(1) == 2"], "assert")
+    assert [r.passed for r in res] == [True, True], res
+
+
+@needs_namespaces
+def test_stdio_expected_output_never_enters_the_sandbox(isolated_sandbox):
+    program = textwrap.dedent("""
+        import sys
+        found, f = [], sys._getframe()
+        while f:
+            found += [repr(v) for v in f.f_locals.values()]
+            f = f.f_back
+        print("r1kit" + "-expected" in "".join(found))  # split: the program's own source is in a frame
+    """)
+    res = isolated_sandbox.run_tests(program, [("", "r1kit-expected-1"), ("", "False")], "stdio")
+    assert [(r.status, r.stdout) for r in res] == [("wrong_answer", "False\n"), ("ok", "False\n")]
+
+
+@needs_namespaces
+def test_a_worker_that_dies_mid_program_is_a_result_not_a_crash():
+    with LocalSandbox(SandboxConfig(workers=1)) as sb:
+        sb.execute("pass")
+        worker = next(iter(sb._all))
+        killer = threading.Timer(0.3, os.kill, (worker.host_pid, signal.SIGKILL))
+        killer.start()
+        res = sb.run_tests("import time\ntime.sleep(5)", ["pass", "pass"], "assert", timeout=3)
+        killer.join()
+        assert [r.status for r in res] == ["killed", "skipped"] and "worker" in res[0].stderr
+        assert sb.execute("print('fresh worker')").stdout == "fresh worker\n"
 
 
 # ---------------------------------------------------------------- remote backend

@@ -7,14 +7,17 @@ over a pipe. Isolation between programs that share a worker:
 - every test runs in a fresh forked child of the worker, with fresh rlimits and its own session;
 - after every test the worker, PID 1 of the sandbox's PID namespace, kills every other process in
   the namespace (daemons included) and reaps them;
-- before every program the worker empties the scratch directory and /tmp (both private tmpfs);
+- before every test the worker empties scratch, /tmp and /dev/shm (private, size-capped tmpfs) and
+  puts the job's `files` back, and empties them again after the program's last test;
+- expected outputs of stdio tests stay on the host, which compares stdout itself;
 - the host moves the worker into a fresh memory+pids cgroup per program and out again afterwards,
   then checks that cgroup is empty; a worker that fails any step is thrown away, and every worker is
-  replaced after `max_jobs_per_worker` programs.
+  replaced after `max_jobs_per_worker` programs. A worker that dies mid-program (e.g. OOM-killed
+  because the program filled its tmpfs) turns the program's remaining tests into `oom`/`killed`.
 
 Modes, chosen by `SandboxConfig.mode`:
-- `bwrap` (default): user, PID, network, mount, IPC, UTS and cgroup namespaces; read-only /usr; tmpfs
-  /tmp and scratch; cleared environment; seccomp loaded by bwrap; run as host uid `nobody` when the
+- `bwrap` (default): user, PID, network, mount, IPC, UTS and cgroup namespaces; read-only /usr and
+  /dev; size-capped tmpfs /tmp, /dev/shm and scratch; cleared environment; seccomp loaded by bwrap; run as host uid `nobody` when the
   caller is root, so even an escape lands in an unprivileged account.
 - `unshare`: util-linux `unshare` with the same namespaces but no private filesystem view (the host
   filesystem is visible read-only-by-permission to uid `nobody`); seccomp is loaded by the worker.
@@ -36,6 +39,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +63,8 @@ class SandboxConfig:
     max_pids: int = 64
     max_output_bytes: int = 1 << 20  # stdout + stderr together, per test
     file_size_mb: int = 64  # RLIMIT_FSIZE: the largest file a program may write
-    tmpfs_mb: int = 256  # size of the private /tmp and scratch tmpfs (bwrap mode)
+    tmpfs_mb: int = 256  # size of each private tmpfs: /tmp, scratch (bwrap mode)
+    shm_mb: int = 64  # size of the private /dev/shm (bwrap mode; multiprocessing needs a little)
     nofile: int = 256
     max_jobs_per_worker: int = 500
     python: str | None = None  # interpreter inside the sandbox; default: this one if reachable
@@ -130,13 +135,13 @@ class _Worker:
     """One pre-started sandboxed worker process and its control pipes."""
 
     def __init__(self, mode: str, config: SandboxConfig, scratch_root: Path):
-        self.mode, self.config, self.jobs = mode, config, 0
+        self.mode, self.config, self.jobs, self.broken = mode, config, 0, False
         drop = os.geteuid() == 0
         python, prefix = _interpreter(config, drop)
         self.host_scratch = None
         if mode == "bwrap":
             argv, pass_fds, seccomp_in_worker = self._bwrap_argv(python, prefix)
-            scratch, tmp_dirs = SCRATCH, ["/tmp"]
+            scratch, tmp_dirs = SCRATCH, ["/tmp", "/dev/shm"]
         else:
             self.host_scratch = Path(tempfile.mkdtemp(dir=scratch_root))
             if drop:
@@ -197,11 +202,14 @@ class _Worker:
                 argv += ["--ro-bind", top, top]
         if not prefix.startswith("/usr/"):
             argv += ["--ro-bind", prefix, prefix]
+        # bwrap's /dev is a tmpfs without a size cap that the sandbox user owns: /dev/shm gets its
+        # own capped tmpfs, and /dev itself goes read-only (its device nodes are separate mounts).
         argv += [
             "--proc", "/proc", "--dev", "/dev",
+            "--size", str(self.config.shm_mb << 20), "--tmpfs", "/dev/shm",
             "--size", tmpfs, "--tmpfs", "/tmp",
             "--size", tmpfs, "--tmpfs", SCRATCH,
-            "--remount-ro", "/", "--chdir", SCRATCH,
+            "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SCRATCH,
         ]  # fmt: skip
         # bwrap reads the filter from an fd; a memfd avoids a file on disk.
         fd = os.memfd_create("r1kit-seccomp", 0)
@@ -254,21 +262,37 @@ class _Worker:
             buf += chunk
         return bytes(buf)
 
-    def run(self, job: dict, memory_bytes: int, host_cgroups: cgroups.Cgroups | None) -> list[dict]:
-        """Run one program's tests in a fresh cgroup; the worker must come back clean or it is closed."""
+    def run(self, job: dict, tests: list[dict], memory_bytes: int, host_cgroups: cgroups.Cgroups | None,
+            stop_on_failure: bool, judge: Callable[[int, dict], dict]) -> list[dict]:  # fmt: skip
+        """Run one program's tests in a fresh cgroup, one test per round trip.
+
+        A worker that dies or stops answering is marked broken (the pool replaces it) and the tests it
+        did not finish get status "oom" (the run's cgroup OOM-killed something) or "killed".
+        """
         self.jobs += 1
         run_cg = host_cgroups.new_run(memory_bytes, self.config.max_pids + 1) if host_cgroups else None
         if run_cg:
             run_cg.add(self.host_pid)
-        # The worker enforces each test's deadline; this one only catches a wedged worker.
-        deadline = time.monotonic() + len(job["tests"]) * (job["timeout"] + 1.0) + 10.0
-        oom_kills = 0
+        results, failure = [], None
         try:
             self._send(job)
-            results = self._recv(deadline)["results"]
+            for test in tests:
+                if stop_on_failure and results and not results[-1]["passed"]:
+                    break
+                self._send({"test": test})
+                # The worker enforces the test's deadline; this one only catches a wedged worker.
+                raw = self._recv(time.monotonic() + job["timeout"] + 10.0)["result"]
+                results.append(judge(len(results), raw))
+            self._send({"end": True})
+        except SandboxError as e:
+            failure, self.broken = e, True
+            self.proc.kill()
         finally:
-            if run_cg:
-                oom_kills = self._leave(run_cg, host_cgroups)
+            oom_kills = self._leave(run_cg, host_cgroups) if run_cg else 0
+        if failure is not None:
+            lost = {"status": "oom" if oom_kills else "killed", "passed": False, "exit_code": None,
+                    "stdout": "", "stderr": f"r1kit sandbox: {failure}", "wall_time": 0.0}  # fmt: skip
+            results.append(lost)
         if oom_kills:
             for r in results:
                 if r["status"] == "killed":
@@ -284,7 +308,8 @@ class _Worker:
         for pid in leftovers:  # every pid here belongs to this run: the cgroup was created for it
             os.kill(pid, signal.SIGKILL)
         host_cgroups.release(run_cg)
-        if leftovers:
+        if leftovers and not self.broken:
+            self.broken = True
             raise SandboxError(f"processes {leftovers} outlived their program; worker discarded")
         return oom_kills
 
@@ -297,7 +322,7 @@ class _Worker:
 
     @property
     def reusable(self) -> bool:
-        return self.proc.poll() is None and self.jobs < self.config.max_jobs_per_worker
+        return not self.broken and self.proc.poll() is None and self.jobs < self.config.max_jobs_per_worker
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -376,11 +401,17 @@ class LocalSandbox:
         worker.close()
 
     def _job(self, code: str, tests: list[dict], style: str, timeout: float, memory_mb: int,
-             files: dict | None, stop_on_failure: bool) -> list[dict]:  # fmt: skip
+             files: dict | None, stop_on_failure: bool, judge: Callable[[int, dict], dict] | None = None,
+             ) -> list[dict]:  # fmt: skip
+        """Run `tests` (worker format: no expected outputs) of one program; one result per test run.
+
+        `judge(i, result)` turns the worker's result for test i into the verdict (stdio compares stdout).
+        """
         if self._closed:
             raise SandboxError("sandbox is closed")
         if timeout <= 0 or memory_mb <= 0:
             raise UserError(f"timeout ({timeout}) and memory_mb ({memory_mb}) must be positive")
+        check_files(files or {}, self.config.tmpfs_mb)
         no_memcg = not (self.cgroups and "memory" in self.cgroups.controllers)
         no_pidcg = not (self.cgroups and "pids" in self.cgroups.controllers)
         limits = {
@@ -392,14 +423,14 @@ class LocalSandbox:
             "address_space_bytes": (memory_mb << 20) + (256 << 20) if no_memcg else 0,
             "nproc": self.config.max_pids if no_pidcg else 0,
         }
-        job = {"code": code, "tests": tests, "style": style, "timeout": timeout, "limits": limits,
-               "files": files or {}, "stop_on_failure": stop_on_failure}  # fmt: skip
+        job = {"code": code, "style": style, "timeout": timeout, "limits": limits, "files": files or {}}
         with self._slots:
             worker = self._take()
             healthy = False
             try:
-                results = worker.run(job, memory_mb << 20, self.cgroups)
-                healthy = True
+                results = worker.run(job, tests, memory_mb << 20, self.cgroups, stop_on_failure,
+                                     judge or (lambda i, r: r))  # fmt: skip
+                healthy = not worker.broken
             finally:
                 self._give_back(worker, healthy)
         return results
@@ -421,7 +452,11 @@ class LocalSandbox:
         job_tests = normalize_tests(tests, style)
         if not job_tests:
             return []
-        raw = self._job(program, job_tests, style, timeout, memory_mb, files, stop_on_first_failure)
+        # Expected outputs never enter the sandbox: a program there could read them from memory.
+        sent = [{"input": t["input"]} for t in job_tests] if style == "stdio" else job_tests
+        judge = (lambda i, r: judge_stdio(r, job_tests[i]["output"])) if style == "stdio" else None
+        raw = self._job(program, sent, style, timeout, memory_mb, files, stop_on_first_failure, judge)
+        raw += [{"status": "skipped", "passed": False} for _ in job_tests[len(raw) :]]
         return [TestResult(**r) for r in raw]
 
     def run_tests_batch(self, programs: list[str], tests: list, style: str = "assert", **kwargs) -> list[list[TestResult]]:
@@ -455,3 +490,40 @@ def normalize_tests(tests, style: str) -> list[dict]:
             out.append({"input": str(inp), "output": str(exp)})
         return out
     raise UserError(f"test style {style!r} is unknown; use 'assert' or 'stdio'")
+
+
+def judge_stdio(result: dict, expected: str) -> dict:
+    """A stdio test passes when the program exited cleanly and its stdout matches up to whitespace.
+
+    >>> judge_stdio({"status": "ok", "passed": True, "stdout": "3 \\n"}, "3")["passed"]
+    True
+    >>> judge_stdio({"status": "ok", "passed": True, "stdout": "4\\n"}, "3")["status"]
+    'wrong_answer'
+    """
+    if result["status"] != "ok":
+        return result
+    passed = result["stdout"].split() == expected.split()
+    return {**result, "passed": passed, "status": "ok" if passed else "wrong_answer"}
+
+
+def check_files(files: dict, tmpfs_mb: int) -> None:
+    """`files` must map relative paths inside scratch (no "..", no absolute paths) to text.
+
+    >>> check_files({"data/in.txt": "1 2"}, 256)
+    >>> check_files({"../x": ""}, 256)
+    Traceback (most recent call last):
+    ...
+    r1kit.errors.UserError: files key '../x' must be a relative path inside the scratch dir (no '..', not absolute, no NUL)
+    """
+    total = 0
+    for name, content in files.items():
+        parts = name.split("/") if isinstance(name, str) else []
+        if not parts or name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
+            raise UserError(
+                f"files key {name!r} must be a relative path inside the scratch dir (no '..', not absolute, no NUL)"
+            )
+        if not isinstance(content, str):
+            raise UserError(f"files[{name!r}] must be text (str), got {type(content).__name__}")
+        total += len(content.encode("utf-8"))
+    if total > tmpfs_mb << 20:
+        raise UserError(f"files total {total} bytes, more than the {tmpfs_mb} MiB scratch: raise SandboxConfig.tmpfs_mb")

