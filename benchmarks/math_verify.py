@@ -6,6 +6,11 @@ altered values are assumed, so a small share of them may be wrong either way). D
 $R1KIT_DATA_DIR (default: ../shared/data beside the repo). Also prints r1kit's worst-case latency on
 adversarial inputs against its deadline.
 
+Throughput is printed twice: pairs per wall-clock second, and pairs per CPU-second summed over this
+process and every process below it (r1kit's workers and forkserver; psutil comes with accelerate).
+On a machine whose cores other jobs share, wall time moves with their load and the CPU figure does not;
+report the load average printed with both.
+
     python benchmarks/math_verify.py            # all pairs
     python benchmarks/math_verify.py --limit 300 --workers 2
     python benchmarks/math_verify.py --pairs grader_pairs.jsonl   # an external labeled set instead
@@ -22,9 +27,12 @@ import json
 import os
 import random
 import re
+import resource
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 # This file is named like the library it measures: keep its folder off sys.path so that
@@ -96,6 +104,21 @@ def math500_pairs(rng: random.Random, n: int) -> list[tuple[str, str, bool]]:
     return pairs
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this process and every process below it (the verifier
+    workers and their forkserver), including children they already reaped. Unlike wall time, this
+    does not move when other jobs share the cores."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    total = own.ru_utime + own.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # exited between listing and reading; its time shows up in its parent's children_*
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def run_r1kit(pairs, workers: int, deadline_s: float, warmup):
     import rewards.math
     from rewards.math import verify_batch
@@ -105,9 +128,9 @@ def run_r1kit(pairs, workers: int, deadline_s: float, warmup):
     verify_batch([(p, g) for p, g, _ in warmup], workers=workers, deadline_s=deadline_s)
     # math-verify keeps no verdicts between calls: drop ours so that no warm-up pair is answered from cache.
     rewards.math._cache.clear()
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     got = verify_batch([(p, g) for p, g, _ in pairs], workers=workers, deadline_s=deadline_s)
-    return got, time.perf_counter() - start
+    return got, time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def _math_verify_pass(pairs, wrap_gold: bool) -> list[bool]:
@@ -118,9 +141,9 @@ def _math_verify_pass(pairs, wrap_gold: bool) -> list[bool]:
 
 def run_math_verify(pairs, wrap_gold: bool, warmup):
     _math_verify_pass(warmup, wrap_gold)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     got = _math_verify_pass(pairs, wrap_gold)
-    return got, time.perf_counter() - start
+    return got, time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def worst_latency(deadline_s: float, workers: int) -> float:
@@ -137,12 +160,12 @@ def worst_latency(deadline_s: float, workers: int) -> float:
     return worst
 
 
-def report(name: str, pairs, got, seconds: float) -> None:
+def report(name: str, pairs, got, seconds: float, cpu: float) -> None:
     agree = sum((g is True) == want for g, (*_, want) in zip(got, pairs))
     timeouts = sum(g is None for g in got)
     print(
         f"{name:44s} agreement {agree / len(pairs):7.2%} ({agree}/{len(pairs)})  "
-        f"{len(pairs) / seconds:8.1f} pairs/s  timeouts {timeouts}"
+        f"{len(pairs) / seconds:8.1f} pairs/s  {len(pairs) / cpu:8.1f} pairs/CPU-s  timeouts {timeouts}"
     )
 
 
@@ -176,15 +199,15 @@ def main() -> None:
     # being measured): a trainer's verifier is long-lived, so steady-state throughput is what matters,
     # not the one-off cost of the LaTeX parser building its caches.
     warmup = [] if args.cold or "table" in sets else table_pairs()
-    mine, mine_s = run_r1kit(allpairs, args.workers, args.deadline, warmup)
-    mv, mv_s = run_math_verify(allpairs, wrap_gold=False, warmup=warmup)
-    mv_wrapped, mvw_s = run_math_verify(allpairs, wrap_gold=True, warmup=warmup)
-    for name, got, secs in [
-        ("r1kit verify_batch", mine, mine_s),
-        ("math-verify defaults (gold as given)", mv, mv_s),
-        ("math-verify, gold wrapped in $...$", mv_wrapped, mvw_s),
+    mine, mine_s, mine_cpu = run_r1kit(allpairs, args.workers, args.deadline, warmup)
+    mv, mv_s, mv_cpu = run_math_verify(allpairs, wrap_gold=False, warmup=warmup)
+    mv_wrapped, mvw_s, mvw_cpu = run_math_verify(allpairs, wrap_gold=True, warmup=warmup)
+    for name, got, secs, cpu in [
+        ("r1kit verify_batch", mine, mine_s, mine_cpu),
+        ("math-verify defaults (gold as given)", mv, mv_s, mv_cpu),
+        ("math-verify, gold wrapped in $...$", mv_wrapped, mvw_s, mvw_cpu),
     ]:
-        report(name, allpairs, got, secs)
+        report(name, allpairs, got, secs, cpu)
         offset = 0
         for set_name, pairs in sets.items():
             sub = got[offset : offset + len(pairs)]
@@ -196,7 +219,9 @@ def main() -> None:
             if (got is True) != want:
                 print(f"  r1kit={got} math-verify={other} want={want}: gold={gold[:100]!r} pred={pred[-160:]!r}")
     print(
-        f"r1kit throughput vs math-verify: {mv_s / mine_s:.1f}x (gold as given), {mvw_s / mine_s:.1f}x (wrapped)"
+        f"r1kit throughput vs math-verify: wall {mv_s / mine_s:.1f}x (gold as given), {mvw_s / mine_s:.1f}x (wrapped); "
+        f"per CPU-second {mv_cpu / mine_cpu:.1f}x (gold as given), {mvw_cpu / mine_cpu:.1f}x (wrapped); "
+        f"load average now {os.getloadavg()[0]:.2f}"
     )
     print(
         f"r1kit worst-case latency on adversarial inputs: {worst_latency(1.0, args.workers):.3f} s "

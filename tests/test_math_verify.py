@@ -13,6 +13,7 @@ import time
 import pytest
 
 from rewards.math import accuracy_reward, extract_answer, verify, verify_batch
+from rewards.math.normalize import clean, quick_verdict
 
 SYMMETRIC = [
     # integers, thousands separators and spaces
@@ -193,6 +194,55 @@ SYMMETRIC = [
     # Python numbers (as strings here; the int/float path has its own test)
     ("0.75", r"\frac{3}{4}", True),
     ("1e-05", "0.00001", True),
+    # interval endpoints and tuple entries get the scalar decimal rule, not a fixed 6-digit rounding
+    ("(0.6667, 5]", r"\left(\frac{2}{3}, 5\right]", True),
+    (r"(-\infty, 1.5]", r"(-\infty, \frac{3}{2}]", True),
+    ("(0.6667, 5]", r"(\frac{2}{3}, 5)", False),
+    ("(0.67, 5]", r"(\frac{2}{3}, 5]", False),
+    (r"[2.25, \infty)", r"(\frac{9}{4}, \infty)", False),
+    ("(0.5, 0.25, 2)", r"(\frac12, \frac14, 2)", True),
+    ("(1, 2, 3)", "[1, 2, 3]", True),
+    ("(0.5, 0.25, 2)", r"(\frac14, \frac12, 2)", False),
+    # sets and lists of numbers, however delimited
+    (r"\{0.5, 2\}", r"2, \frac{1}{2}", True),
+    ("-1;-2;-3", r"\{-3,-2,-1\}", True),
+    ("{4,6,8}", "8, 6, 4", True),
+    ("-1;-2;-3", r"\{-3,-2,1\}", False),
+    ("{4,6,8}", "4, 6", False),
+    # a percent sign written after the math span
+    (r"35\%", "$35$ %", True),
+    (r"35\%", "$53$ %", False),
+    # notations that spell the same LaTeX: one-token arguments, relation spellings, `2*x`
+    (r"\frac{9}{4}\pi", r"\frac94\pi", True),
+    (r"\sqrt{5}+\sqrt{7}", r"\sqrt 5 + \sqrt7", True),
+    (r"\frac{1}{72}", r"\frac1{72}", True),
+    (r"x \ge 3", "x >= 3", True),
+    (r"y \ne 0", "y != 0", True),
+    ("3y^2 + 2*y", "3y^2+2y", True),
+    (r"\frac{9}{4}\pi", r"\frac49\pi", False),
+    (r"x \ge 3", "x > 3", False),
+    (r"x \ge 3", r"x \le 3", False),
+    # inequalities in one variable, memberships and intervals are the same sets
+    (r"-3 < t \le 0.5", r"t \in (-3, \frac{1}{2}]", True),
+    (r"t \ge 4", r"[4, \infty)", True),
+    (r"9 > t > 2", "(2, 9)", True),
+    (r"t \le 4", r"4 \ge t", True),
+    (r"-3 < t \le 0.5", r"t \in [-3, \frac{1}{2}]", False),
+    (r"t \ge 4", r"(4, \infty)", False),
+    (r"t \le 4", r"t \ge 4", False),
+    (r"9 > t > 2", "(2, 8)", False),
+    # identities that need more than expansion (settled by evaluation at random points)
+    (r"2\sin(x)\cos(x)", r"\sin(2x)", True),
+    ("(x+y)^3", "x^3+3x^2y+3xy^2+y^3", True),
+    (r"\frac{t^2-1}{t-1}", "t+1", True),
+    (r"2\sin(x)\cos(x)", r"\cos(2x)", False),
+    ("(x+y)^3", "x^3+3x^2y+3xy^2-y^3", False),
+    (r"\frac{t^2-1}{t-1}", "t-1", False),
+    # equations: the same solutions when one is a non-zero multiple of the other
+    ("3x + 6y = 9", "x = 3 - 2y", True),
+    ("x^2 + y^2 = 4", "2x^2 + 2y^2 = 8", True),
+    ("3x + 6y = 9", "x = 3 + 2y", False),
+    ("x^2 + y^2 = 4", "x^2 + y^2 = 2", False),
 ]
 
 ONE_WAY = [
@@ -253,6 +303,24 @@ ONE_WAY = [
     (r"Halving gives $\boxed{\frac{3}{4}}$.", "0.5", False),
     ("$125$ miles", "125", True),
     ("$125$ miles", "152", False),
+    # a label and a colon before the answer, with a decimal comma and a currency sign
+    ("3.25", "Total : 3,25 $", True),
+    ("12", "Answer: 12", True),
+    ("3.25", "Total : 3,52 $", False),
+    # boxes separated by a decorative rule, or by a few words ending in "and", are one answer
+    ("3, 4", r"\boxed{3} ------ \boxed{4}", True),
+    ("(2, 5), (1, 1)", r"\boxed{(2, 5)} \text{ for part (a) and } \boxed{(1, 1)}", True),
+    (r"\boxed{7} apples and \boxed{9} pears", "7, 9", True),
+    ("3, 5", r"so $a = \boxed{3}$ and $b = \boxed{5}$", True),
+    ("4", r"\boxed{3} ------ \boxed{4}", False),
+    ("5", r"so $a = \boxed{3}$ and $b = \boxed{5}$", False),
+    (r"\boxed{7} apples and \boxed{9} pears", "9", False),
+    # a closing "final answer" statement after a box: the box was an intermediate result
+    ("1,234", r"so $x = \boxed{34}$. Adding up, the final answer is $1,234$.", True),
+    ("34", r"so $x = \boxed{34}$. Adding up, the final answer is $1,234$.", False),
+    ("34", r"The final answer is $\boxed{34}$.", True),
+    ("5", r"<think>x = \boxed{3}. The final answer is 4</think><answer>5</answer>", True),
+    ("3", r"x = \boxed{3}. The final answer is above.", True),
     ("", "5", False),
     ("5", "", False),
 ]
@@ -393,3 +461,96 @@ def test_pool_survives_killed_workers_and_keeps_order():
     results = verify_batch(pairs, deadline_s=1.0)
     assert results[0] in (False, None) and results[2] in (False, None)
     assert results[1:5:2] == [True, True] and results[4] is False
+
+
+@pytest.mark.parametrize(
+    "gold,pred,expected",
+    [
+        (r"\left(\frac{2}{3}, 5\right]", "(0.6667, 5]", True),
+        (r"[2.25, \infty)", r"(\frac{9}{4}, \infty)", False),
+        ("-1;-2;-3", r"\{-3,-2,-1\}", True),
+        ("(1, 2, 3)", "(3, 2, 1)", False),
+        (r"\frac{9}{4}\pi", r"\frac94\pi", True),
+        (r"x \ge 3", "x >= 3", True),
+        (r"x \le 5", r"5 \ge x", True),
+        (r"-2 \le x < 7", r"x \in [-2, 7)", True),
+        (r"\begin{pmatrix} 1 & 2 \end{pmatrix}", r"\begin{bmatrix} 1 & 2 \end{bmatrix}", True),
+    ],
+)
+def test_string_rules_settle_collections_and_spellings_in_process(gold, pred, expected):
+    # These never reach a worker: the verdict comes from the stdlib fast path in the calling process.
+    assert quick_verdict(pred, gold, 1e-4) is expected
+
+
+@pytest.mark.parametrize(
+    "gold,pred",
+    [
+        ("(1, 2)", "{1, 2}"),  # a bracketed pair against a set: sympy's reading decides
+        ("1, 1, 2", "1, 2"),  # a repeated item, which a set collapses
+        (r"x \ge 5", r"y \ge 5"),  # different variables: math-verify's solver decides
+        ("x < 1", "-x > -1"),  # not a variable against a number
+    ],
+)
+def test_string_rules_leave_ambiguous_pairs_to_sympy(gold, pred):
+    assert quick_verdict(pred, gold, 1e-4) is None
+
+
+IDENTITY_PAIRS = [
+    ("(x + 1)**2", "x**2 + 2*x + 1"),
+    ("sin(x)**2", "1 - cos(x)**2"),
+    ("tan(y)**2 + 1", "sec(y)**2"),
+    ("(x**2 - 1)/(x - 1)", "x + 1"),
+    ("exp(2*x)", "exp(x)**2"),
+    ("log(x**2*y**2)", "2*log(x*y)"),
+    ("x*y + 1", "x*y - 1"),
+    ("(x + y)**2", "x**2 + y**2"),
+    ("sin(x + pi/2)", "cos(x)"),
+    ("sqrt(8)*x", "2*sqrt(2)*x"),
+    ("0.5*x", "x/2"),
+    ("0.333*x", "x/3"),
+]
+
+
+@pytest.mark.parametrize("a,b", IDENTITY_PAIRS)
+def test_numeric_identity_agrees_with_simplify(a, b):
+    # Invariant: wherever the random-point test gives a verdict, it is simplify's verdict.
+    sympy = pytest.importorskip("sympy")
+    from rewards.math.equivalence import numeric_identity
+
+    ea, eb = sympy.sympify(a), sympy.sympify(b)
+    verdict = numeric_identity(ea, eb)
+    if verdict is not None:
+        assert verdict == (sympy.simplify(ea - eb) == 0)
+
+
+def test_numeric_identity_decides_most_pairs():
+    # The fast path only pays off if it decides: all but the branch-cut pair (log of a product) do.
+    sympy = pytest.importorskip("sympy")
+    from rewards.math.equivalence import numeric_identity
+
+    decided = [numeric_identity(sympy.sympify(a), sympy.sympify(b)) is not None for a, b in IDENTITY_PAIRS]
+    assert sum(decided) >= len(IDENTITY_PAIRS) - 1
+
+
+def test_two_stage_parse_matches_latex2sympy():
+    # Invariant: the SLL-first parser returns exactly what latex2sympy's own (LL) parser returns.
+    sympy = pytest.importorskip("sympy")
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+    from math_verify.grader import should_treat_as_complex
+
+    from rewards.math.equivalence import _LATEX_NORMALIZATION, _parse, normalize_latex
+
+    answers = sorted({clean(a) for gold, pred, _ in SYMMETRIC for a in (gold, pred) if "\\" in a})[::3]
+    assert len(answers) >= 40
+    for answer in answers:
+        latex = normalize_latex(answer, _LATEX_NORMALIZATION)
+        is_real = not should_treat_as_complex(latex)
+        try:
+            expected = sympy.srepr(latex2sympy(latex, is_real=is_real, normalization_config=None))
+        except Exception as error:  # noqa: BLE001 - the invariant covers failures too
+            expected = type(error).__name__
+        try:
+            got = sympy.srepr(_parse(latex, is_real))
+        except Exception as error:  # noqa: BLE001
+            got = type(error).__name__
+        assert got == expected, answer

@@ -3,9 +3,12 @@
 Pipeline for one (prediction, gold) pair:
 
 1. `extract_answer` pulls the final answer out of a completion (a bare answer passes through).
-2. `quick_verdict` settles plain numbers, choice letters and word answers with string rules, in process.
+2. `quick_verdict` settles plain numbers, choice letters, word answers, flat collections of numbers
+   (tuples, intervals, sets), inequalities against intervals, and answers that are the same LaTeX spelled
+   differently, with string rules, in process.
 3. Everything else goes to a worker process (`rewards.math.pool`) that parses both sides with
-   latex2sympy2_extended and compares them with math-verify's structural comparator, under a deadline.
+   latex2sympy2_extended, settles most symbolic pairs by evaluating them at random points, and leaves
+   the rest to math-verify's structural comparator, under a deadline.
 
 Verdicts are cached by (extracted answer, gold, tolerance): a GRPO group repeats the same answers.
 Importing this package does not import sympy; only the workers do.

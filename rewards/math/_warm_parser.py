@@ -33,6 +33,9 @@ def _warm() -> None:
     equivalent("(r+5)(r+5)", "(r+5)^2", 1e-4)
     equivalent(r"\{2,1\}", r"\{1,2\}", 1e-4)
     equivalent(r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", 1e-4)
+    # ... and the equation path (random-point ratios, the linear-equation check).
+    equivalent("2x + 4y = 6", "x = 3 - 2y", 1e-4)
+    equivalent("2x + 4y = 6", "x = 3 + 2y", 1e-4)
     # Parsed trees stay out of the workers' caches: they should only hold their own answers.
     to_sympy.cache_clear()
 

@@ -27,6 +27,18 @@ _TAIL_CHARS = 4000
 # What may sit between the boxes of a multi-part answer (`\boxed{1} and \boxed{2}`): separators only, so
 # a correction (`\boxed{10}, no wait, \boxed{12}`) keeps just the last box.
 _BOX_GAP_RE = re.compile(r"^(?:\s|[,;$.]|\\[()\[\]]|\\q?quad|\\[,;!]|\\text\{\s*(?:and|or|,)?\s*\}|and\b|or\b)*$")
+# Also a list: a decorative separator (`++++++`, `---`), or a few words ending in "and" between the parts
+# of a multi-part answer (`\boxed{1} papers and \boxed{2} bins`, `\text{ for part (a) and }`); digits,
+# `=` or a correction ("no wait") in the gap still keep only the last part.
+# Each run is maximal (the lookahead), so a long failing gap cannot backtrack through ways to split it.
+_JUNK_GAP_RE = re.compile(r"^\s*(?:([^\w\s\\{}$])\1+(?!\1)\s*)+$")
+_WORDS_AND_GAP_RE = re.compile(r"^[A-Za-z() ]{0,40}\band\s*$")
+_GAP_WRAPPER_RE = re.compile(r"\\text\w*\{|\\[()]|[}$]")
+# A line break `\\` (the gap before `\\boxed` ends in its first backslash) separates parts too.
+_LINE_BREAK_RE = re.compile(r"\\\\|\\$")
+# `y_1 = \boxed{..} and y_2 = \boxed{..}`: the label in front of the next part is not part of the gap.
+_NEXT_LABEL_RE = re.compile(r"(?:[A-Za-z](?:_\{?\w+\}?)?)\s*=\s*$")
+
 # Math spans: `$$..$$`, `\[..\]` (may span lines), `$..$`, `\(..\)` (one line, as inline math must).
 # `\$` is an escaped dollar sign, not a delimiter. Only the bounded tail is scanned, so an unclosed span costs
 # at most a few million regex steps.
@@ -39,7 +51,27 @@ _NUMBER_RE = re.compile(r"(?<![A-Za-z0-9.])-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?
 _PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _EQUALS_RE = re.compile(r"(?<![<>!=\\])=(?!=)")
 _VARIABLE_RE = re.compile(r"^(?:[A-Za-z](?:_\{?\w+\}?)?|\\[A-Za-z]+|[A-Za-z]\([A-Za-z0-9]\))$")
+# "Answer: 9", "Soucis : 2,74": a leading label of words and a colon, then the answer.
+_LABEL_RE = re.compile(r"^\s*[A-Za-z]{2,}(?: [A-Za-z]+)*\s*:\s")
+# What a final-answer line must contain to beat an earlier box: a digit or some math, not just words.
+_MATHY_RE = re.compile(r"[\d\\^=+*/-]")
 _TEXT_GROUP_RE = re.compile(r"\\(?:text\w*|mbox|mathrm|mathbf|operatorname)\s*\{[^{}]*\}|\\begin\{\w+\*?\}|\\end\{\w+\*?\}")
+
+
+def _is_list_gap(gap: str) -> bool:
+    r"""Whether ``gap``, the text between two boxes or math spans, makes them one multi-part answer.
+
+    >>> _is_list_gap(" and "), _is_list_gap(" ++++++ "), _is_list_gap(r"} \text{ for part (a) and } ")
+    (True, True, True)
+    >>> _is_list_gap(r" \) and \( y_2 = "), _is_list_gap(", b = ")
+    (True, True)
+    >>> _is_list_gap(", no wait, "), _is_list_gap(", no wait, x = "), _is_list_gap(" + ")
+    (False, False, False)
+    """
+    gap = _NEXT_LABEL_RE.sub("", _LINE_BREAK_RE.sub(" ", gap))
+    if _BOX_GAP_RE.match(gap) or _JUNK_GAP_RE.match(gap):
+        return True
+    return bool(_WORDS_AND_GAP_RE.match(_GAP_WRAPPER_RE.sub(" ", gap)))
 
 
 def _balanced_content(text: str, open_pos: int) -> str | None:
@@ -94,7 +126,7 @@ def trailing_boxes(text: str) -> str | None:
         if box is None:
             continue
         content, end = box
-        if next_start is not None and not _BOX_GAP_RE.match(text[end:next_start]):
+        if next_start is not None and not _is_list_gap(text[end:next_start]):
             break
         parts.append(content)
         next_start = start + offset
@@ -127,11 +159,13 @@ def is_prose(text: str) -> bool:
 
     >>> is_prose("Answer $9$"), is_prose(r"12\text{ and }13"), is_prose("AB=4,CD=5"), is_prose("so the answer is 5")
     (True, False, False, True)
+    >>> is_prose("Total : 2,74 $"), is_prose("12:00")
+    (True, False)
     """
     words = _outside_words(text)
     if not words:
         return False
-    if _MATH_SPAN_RE.search(text):
+    if _MATH_SPAN_RE.search(text) or _LABEL_RE.match(text):
         return True
     return len(words) >= 2 and any(len(w) >= 3 for w in words)
 
@@ -151,7 +185,7 @@ def _joined_spans(text: str, spans: list[re.Match]) -> str | None:
     # `$21, 16$ or $11$`: spans separated only by "and"/"or"/commas form one multi-part answer.
     parts = [spans[-1]]
     for span in reversed(spans[:-1]):
-        if not _BOX_GAP_RE.match(text[span.end() : parts[-1].start()]):
+        if not _is_list_gap(text[span.end() : parts[-1].start()]):
             break
         parts.append(span)
     contents = [_answer_side(next(g for g in m.groups() if g is not None)).strip() for m in reversed(parts)]
@@ -241,13 +275,31 @@ _EXTRACTORS: dict[str, Callable[[str], str | None]] = {
 }
 
 
+def _final_answer_after_box(text: str, sources: tuple[str, ...]) -> bool:
+    # `... = \boxed{255}. ... The final answer is $10,455$.`: a box written before the closing
+    # statement is an intermediate result, whichever of the two sources is listed first.
+    if "boxed" not in sources or "final_answer" not in sources:
+        return False
+    box = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    return box >= 0 and _FINAL_ANSWER_RE.search(text, max(box, len(text) - _TAIL_CHARS)) is not None
+
+
+def _from_source(source: str, text: str, sources: tuple[str, ...]) -> str | None:
+    found = _EXTRACTORS[source](text)
+    if source == "boxed" and found is not None and _final_answer_after_box(text, sources):
+        closing = _final_answer(text)
+        if closing is not None and _MATHY_RE.search(closing):
+            return closing
+    return found
+
+
 def extract_answer(completion: str, sources: tuple[str, ...] = ANSWER_SOURCES) -> str | None:
     r"""The final answer in ``completion``, or None when no source finds one.
 
     ``sources`` lists where to look, highest priority first (default `ANSWER_SOURCES`):
     ``answer_tag`` (last ``<answer>...</answer>``; a ``\boxed{}`` inside it wins), ``boxed`` (last
-    ``\boxed{}``/``\fbox{}``, joined with the boxes just before it when only separators lie between),
-    ``final_answer`` ("final answer is ..." / "Final Answer: ..." to the end of the line), ``gsm8k`` (text
+    ``\boxed{}``/``\fbox{}``, joined with the boxes just before it when only separators lie between; a
+    "final answer is" statement with some math after the last box wins over it), ``final_answer`` ("final answer is ..." / "Final Answer: ..." to the end of the line), ``gsm8k`` (text
     after the last ``####``) and ``last_math`` (in prose only, the last math span or number; never inside
     an unclosed ``<think>``).
 
@@ -259,12 +311,14 @@ def extract_answer(completion: str, sources: tuple[str, ...] = ANSWER_SOURCES) -
     '12'
     >>> extract_answer("no answer here") is None
     True
+    >>> extract_answer(r"$\boxed{255}$ so she has $10,455. The final answer is $10,455$.")
+    '10,455'
     """
     unknown = [s for s in sources if s not in _EXTRACTORS]
     if unknown:
         raise UserError(f"unknown answer source(s) {unknown}; choose from {list(_EXTRACTORS)}")
     for source in sources:
-        found = _EXTRACTORS[source](completion)
+        found = _from_source(source, completion, sources)
         if found is not None and found.strip():
             return found.strip()
     return None

@@ -1,9 +1,9 @@
 """String-level answer normalization and the exact-number fast path (stdlib only).
 
-Most training answers (GSM8K integers, AIME integers, simple fractions and decimals) never need sympy:
-`quick_verdict` settles them here in microseconds and in the calling process. It only runs on short
-strings (`QUICK_MAX_CHARS`), so its regexes are bounded; everything it cannot settle goes to the
-sympy stage in a worker process.
+Most training answers (GSM8K integers, AIME integers, simple fractions and decimals, tuples and intervals
+of such numbers) never need sympy: `quick_verdict` settles them here in microseconds and in the calling
+process. It only runs on short strings (`QUICK_MAX_CHARS`), so its regexes are bounded; everything it
+cannot settle goes to the sympy stage in a worker process.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ _FRAC_VARIANT_RE = re.compile(r"\\[dtc]frac")
 # A trailing `\` or `\\` is a line break left over from a display environment, not part of the answer.
 _TRAILING_BREAK_RE = re.compile(r"\s*\\\\?$")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?$", re.IGNORECASE)
+# `$28$ %`: a percent sign written after the math span belongs to the number inside it.
+_SPAN_PERCENT_RE = re.compile(r"^(\$\$?)([^$]+)\1\s*\\?%$")
 _DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -57,10 +59,11 @@ def clean(answer: str) -> str:
     r"""Presentation-only cleanup shared by every stage: math delimiters, ``\boxed``, ``\left``/``\right``,
     LaTeX spacing, ``\dfrac``/``\tfrac``, degree signs and a trailing period.
 
-    >>> clean(r"$\left( \dfrac{3}{2}, -13 \right).$")
-    '( \\frac{3}{2}, -13 )'
+    >>> clean(r"$\left( \dfrac{3}{2}, -13 \right).$"), clean("$28$ %")
+    ('( \\frac{3}{2}, -13 )', '28\\%')
     """
     s = _HOPE_RE.sub("", answer.strip())
+    s = _SPAN_PERCENT_RE.sub(r"\2\\%", s)
     s = _strip_delimiters(s.rstrip(". ").strip())
     s = s.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "")
     s = _SPACING_RE.sub(" ", _JOIN_SPACE_RE.sub("", s))
@@ -68,6 +71,48 @@ def clean(answer: str) -> str:
     s = _DEGREE_RE.sub("", s)
     s = _TRAILING_BREAK_RE.sub("", s.strip())
     return s.strip().rstrip(".").strip()
+
+
+# One-token arguments (`\frac12`, `\sqrt 3`) written out with braces: TeX reads `\frac12` as
+# `\frac{1}{2}` and `\sqrt 23` as `\sqrt{2}3`, so this brackets exactly one digit or letter.
+_ONE_TOKEN_FRAC_RE = re.compile(r"\\frac\s*([0-9A-Za-z])\s*([0-9A-Za-z])")
+_HALF_BRACED_FRAC_RE = re.compile(r"\\frac\s*([0-9A-Za-z])\s*\{")
+_FRAC_HALF_BRACED_RE = re.compile(r"\\frac\s*(\{[^{}]*\})\s*([0-9A-Za-z])")
+_ONE_TOKEN_SQRT_RE = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
+_RELATION_SPELLINGS = (
+    (re.compile(r"\\geq?(?![A-Za-z])|\\geqslant|>="), r"\\geq "),
+    (re.compile(r"\\leq?(?![A-Za-z])|\\leqslant|<="), r"\\leq "),
+    (re.compile(r"\\neq?(?![A-Za-z])|!="), r"\\neq "),
+    (re.compile(r"\\gt(?![A-Za-z])"), ">"),
+    (re.compile(r"\\lt(?![A-Za-z])"), "<"),
+)
+# `bmatrix` and `pmatrix` differ only in the brackets drawn (`vmatrix` is a determinant: not included).
+_MATRIX_ENV_RE = re.compile(r"\\(begin|end)\{bmatrix\}")
+_DIGIT_TIMES_LETTER_RE = re.compile(r"(\d)\s*\*\s*([A-Za-z])")
+# A space only matters between two digits (`1 000` or `3 5`) or after a command name (`\pi r`).
+_SPACE_RE = re.compile(r"(?<![\d\s])\s+|\s+(?![\d\s])")
+_COMMAND_SPACE_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
+
+
+def canonical(answer: str) -> str:
+    r"""A spelling of the `clean` answer in which notations that mean the same LaTeX coincide: one-token
+    ``\frac``/``\sqrt`` arguments braced, ``\ge``/``>=``/``\geq`` unified, ``bmatrix`` as ``pmatrix``,
+    ``2*x`` as ``2x`` and spaces dropped where TeX ignores them. Equal canonical forms parse to the same
+    expression, so the pair is settled without sympy; unequal ones settle nothing.
+
+    >>> canonical(r"\frac94\pi"), canonical(r"x \ge 5"), canonical(r"\sqrt 2+\sqrt 5"), canonical("x^2 + 2*x + 1")
+    ('\\frac{9}{4}\\pi', 'x\\geq5', '\\sqrt{2}+\\sqrt{5}', 'x^2+2x+1')
+    """
+    s = _ONE_TOKEN_FRAC_RE.sub(r"\\frac{\1}{\2}", answer)
+    s = _HALF_BRACED_FRAC_RE.sub(r"\\frac{\1}{", s)
+    s = _FRAC_HALF_BRACED_RE.sub(r"\\frac\1{\2}", s)
+    s = _ONE_TOKEN_SQRT_RE.sub(r"\\sqrt{\1}", s)
+    for pattern, spelling in _RELATION_SPELLINGS:
+        s = pattern.sub(spelling, s)
+    s = _MATRIX_ENV_RE.sub(r"\\\1{pmatrix}", s)
+    s = _DIGIT_TIMES_LETTER_RE.sub(r"\1\2", s)
+    s = _COMMAND_SPACE_RE.sub(r"\1~", s.strip())
+    return _SPACE_RE.sub("", s).replace("~", " ")
 
 
 # ---- numbers ---------------------------------------------------------------------------------
@@ -216,6 +261,186 @@ def numbers_close(a: Num, b: Num, rel_tol: float) -> bool:
     return False
 
 
+# ---- flat collections of numbers ---------------------------------------------------------------
+
+_INFINITY_RE = re.compile(r"^([-+]?)\s*(?:\\infty|\\inf|∞|infinity|inf|oo)$")
+# `(1,000, 2)`: a comma followed by exactly three digits may be a thousands separator; leave it to sympy.
+_GROUPING_RE = re.compile(r"\d,\d{3}(?![\d.])")
+_OPEN_SET, _CLOSE_SET = "\\{", "\\}"
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A comma-separated answer whose items are all plain numbers or infinities.
+
+    ``brackets`` is the written pair: ``"()"``, ``"[)"``, ... for points, tuples and intervals, ``"{}"``
+    for a set, ``""`` for a bare list. ``items`` holds `Num` values, or ``"+inf"``/``"-inf"``."""
+
+    brackets: str
+    items: tuple[Num | str, ...]
+
+    @property
+    def ordered(self) -> bool:
+        return self.brackets not in ("", "{}")
+
+
+def _item(text: str) -> Num | str | None:
+    m = _INFINITY_RE.match(text.strip())
+    if m:
+        return "-inf" if m.group(1) == "-" else "+inf"
+    return parse_number(text)
+
+
+def collection(answer: str) -> Collection | None:
+    r"""``answer`` (already `clean`) read as a flat collection of at least two numbers, else None.
+
+    >>> c = collection(r"(-\infty, \frac{1}{2}]"); c.brackets, c.items[0], c.items[1].value
+    ('(]', '-inf', Fraction(1, 2))
+    >>> collection("3, 5, 7").ordered, collection(r"\{1,2\}").brackets, collection("-1;-2").items[1].value
+    (False, '{}', Fraction(-2, 1))
+    >>> collection("(x, 2)"), collection("1,2;3")
+    (None, None)
+    """
+    s = answer.strip()
+    if s.startswith(_OPEN_SET) and s.endswith(_CLOSE_SET):
+        brackets, inner = "{}", s[len(_OPEN_SET) : -len(_CLOSE_SET)]
+    elif s[:1] == "{" and s[-1:] == "}":
+        brackets, inner = "{}", s[1:-1]  # a TeX group around a list: latex2sympy reads it as a set
+    elif s[:1] in "([" and s[-1:] in ")]":
+        brackets, inner = s[0] + s[-1], s[1:-1]
+    else:
+        brackets, inner = "", s
+    # `1;2;3` separates items like commas; a mix (`1,2;3`) is a list of tuples, not a flat collection.
+    parts = inner.split(";") if ";" in inner and "," not in inner else inner.split(",")
+    if len(parts) < 2 or _GROUPING_RE.search(inner.replace(" ", "")):
+        return None
+    items = tuple(_item(part) for part in parts)
+    if any(item is None for item in items):
+        return None
+    return Collection(brackets, items)  # type: ignore[arg-type]
+
+
+def _items_close(a: Num | str, b: Num | str, rel_tol: float) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return numbers_close(a, b, rel_tol)
+
+
+def _unordered_match(gold: tuple, pred: tuple, rel_tol: float) -> bool:
+    # Greedy matching is exact here: `_has_near_duplicates` excluded items that could match twice.
+    left = list(pred)
+    for g in gold:
+        hit = next((i for i, p in enumerate(left) if _items_close(g, p, rel_tol)), None)
+        if hit is None:
+            return False
+        left.pop(hit)
+    return not left
+
+
+def _has_near_duplicates(items: tuple, rel_tol: float) -> bool:
+    return any(_items_close(a, b, rel_tol) for i, a in enumerate(items) for b in items[i + 1 :])
+
+
+def collection_verdict(gold: Collection, pred: Collection, rel_tol: float) -> bool | None:
+    """Compare two numeric collections item by item with the scalar rule (`numbers_close`), so interval
+    endpoints and tuple entries get the same decimal tolerance as a lone number. None where sympy's
+    reading differs from a plain item comparison: a bracketed answer against a bare list or set, and
+    sets with repeated items (which a set collapses).
+
+    Two items in brackets are an interval (or a point): both brackets must match, as open and closed
+    ends differ. Three or more are a tuple, whatever the bracket style (latex2sympy reads both alike).
+
+    >>> collection_verdict(collection("(0.6,2.6667]"), collection(r"(\\frac35,\\frac83]"), 1e-4)
+    True
+    >>> collection_verdict(collection("[1,2]"), collection("[1,2)"), 1e-4), collection_verdict(
+    ...     collection("7, 5, 3"), collection(r"\\{3,5,7\\}"), 1e-4)
+    (False, True)
+    """
+    if gold.ordered != pred.ordered:
+        return None
+    if not gold.ordered:
+        if _has_near_duplicates(gold.items, rel_tol) or _has_near_duplicates(pred.items, rel_tol):
+            return None
+        return _unordered_match(gold.items, pred.items, rel_tol)
+    if len(gold.items) != len(pred.items):
+        return False
+    if len(gold.items) == 2 and gold.brackets != pred.brackets:
+        return False
+    return all(_items_close(g, p, rel_tol) for g, p in zip(gold.items, pred.items))
+
+
+# Operators as `canonical` spells them; the space after `\\leq` survives only before a letter.
+_RELATION_SPLIT_RE = re.compile(r"(\\leq|\\geq|<|>)")
+_ASCENDING = {"<": ")", "\\leq": "]"}
+_DESCENDING = {">": ")", "\\geq": "]"}
+_OPENING = {")": "(", "]": "["}
+_MEMBER_RE = re.compile(r"^([A-Za-z])\\in(.+)$")
+
+
+def _bounded(lo: Num | str, lo_close: str, hi_close: str, hi: Num | str) -> Collection:
+    return Collection(_OPENING[lo_close] + hi_close, (lo, hi))
+
+
+def _one_sided(var_first: bool, op: str, bound: Num | str) -> Collection | None:
+    # `x < 5` and `5 > x` are (-oo, 5); `x >= 5` and `5 <= x` are [5, oo).
+    below = (op in _ASCENDING) == var_first
+    close = _ASCENDING.get(op) or _DESCENDING[op]
+    return _bounded("-inf", ")", close, bound) if below else _bounded(bound, close, ")", "+inf")
+
+
+def interval(answer: str) -> tuple[str | None, Collection] | None:
+    r"""``(variable, interval)`` for an inequality in one variable with plain-number bounds
+    (``-2 \le x < 7``, ``x > 5``) or a membership (``x \in [-2, 7]``); None for anything else.
+    The interval is a two-item `Collection` with ``"+inf"``/``"-inf"`` for a missing bound.
+
+    >>> var, iv = interval(canonical(r"-2 \le x < 7")); var, iv.brackets, iv.items[1].value
+    ('x', '[)', Fraction(7, 1))
+    >>> interval(canonical("5 <= y"))[1].brackets, interval("x > y"), interval(canonical("x \\neq 3"))
+    ('[)', None, None)
+    """
+    member = _MEMBER_RE.match(answer)
+    if member:
+        found = collection(member.group(2))
+        return (member.group(1), found) if found and found.ordered and len(found.items) == 2 else None
+    parts = _RELATION_SPLIT_RE.split(answer)
+    if len(parts) == 3:
+        left, op, right = (part.strip() for part in parts)
+        var_first = bool(re.fullmatch(r"[A-Za-z]", left))
+        var, bound = (left, _item(right)) if var_first else (right, _item(left))
+        if bound is None or not re.fullmatch(r"[A-Za-z]", var):
+            return None
+        return var, _one_sided(var_first, op, bound)
+    if len(parts) == 5 and re.fullmatch(r"[A-Za-z]", parts[2].strip()):
+        lo, op1, var, op2, hi = (part.strip() for part in parts)
+        a, b = _item(lo), _item(hi)
+        if a is None or b is None:
+            return None
+        if op1 in _ASCENDING and op2 in _ASCENDING:
+            return var, _bounded(a, _ASCENDING[op1], _ASCENDING[op2], b)
+        if op1 in _DESCENDING and op2 in _DESCENDING:
+            return var, _bounded(b, _DESCENDING[op2], _DESCENDING[op1], a)
+    return None
+
+
+def interval_verdict(gold: str, pred: str, rel_tol: float) -> bool | None:
+    """Compare inequalities, memberships and plain intervals as intervals (`collection_verdict` on the
+    endpoints). None unless at least one side is an inequality or membership and both are intervals, or
+    when both name a variable and the names differ (math-verify's solver decides those)."""
+    g, p = interval(gold), interval(pred)
+    if g is None and p is None:
+        return None
+    g = g or _plain_interval(gold)
+    p = p or _plain_interval(pred)
+    if g is None or p is None or (g[0] and p[0] and g[0] != p[0]):
+        return None
+    return collection_verdict(g[1], p[1], rel_tol)
+
+
+def _plain_interval(answer: str) -> tuple[None, Collection] | None:
+    found = collection(answer)
+    return (None, found) if found is not None and found.ordered and len(found.items) == 2 else None
+
+
 # ---- letters and words -----------------------------------------------------------------------
 
 _CHOICE_GOLD_RE = re.compile(r"^\(?([A-E])\)?$")
@@ -265,7 +490,8 @@ def quick_verdict(prediction: str, gold: str, rel_tol: float) -> bool | None:
     g, p = clean(gold), clean(prediction)
     if not g or not p:
         return False
-    if g.replace(" ", "") == p.replace(" ", ""):
+    canonical_g, canonical_p = canonical(g), canonical(p)
+    if g.replace(" ", "") == p.replace(" ", "") or canonical_g == canonical_p:
         return True
     base = _number_base(g)
     if base is not None:
@@ -287,4 +513,7 @@ def quick_verdict(prediction: str, gold: str, rel_tol: float) -> bool | None:
         pn = decimal_comma(p)
     if gn is not None and pn is not None:
         return numbers_close(gn, pn, rel_tol)
-    return None
+    gc, pc = collection(g), collection(p)
+    if gc is not None and pc is not None:
+        return collection_verdict(gc, pc, rel_tol)
+    return interval_verdict(canonical_g, canonical_p, rel_tol)
