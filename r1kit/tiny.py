@@ -14,8 +14,8 @@ Choices and why:
   prompt with `<think>\\n` (R1's prefill).
 - Policy: `DeepseekV3Config` MoE - MLA attention with kv_lora_rank 512 and qk_rope_head_dim 64 (the
   dims vLLM's CPU MLA kernels accept), first layer dense, then 1 shared + 8 routed experts, sigmoid
-  top-2 routing with `e_score_correction_bias` (noaux_tc). Few heads and small nope/v head dims keep
-  it near 1.4M parameters. No multi-token-prediction layers (R1's post-training does not use them).
+  top-2 routing with `e_score_correction_bias` (noaux_tc). Small nope/v head dims keep it near 1.8M
+  parameters. Weights start at std ~1/sqrt(hidden) (see POLICY_INIT_STD). No multi-token-prediction layers (R1's post-training does not use them).
 - Student: dense Qwen3 with under half the policy's parameters, same tokenizer (distillation target).
 """
 
@@ -34,6 +34,11 @@ ROLES = ("system", "user", "assistant")
 SPECIAL_TOKENS = [BOS, EOS, PAD] + [f"<|{r}|>" for r in ROLES]
 VOCAB_SIZE = 768  # small vocab: the embedding matrix stays a small share of a ~1M-parameter model
 MAX_POSITIONS = 1024
+# Weight init std ~ 1/sqrt(hidden size). The hub default 0.02 suits hidden sizes in the thousands; at
+# hidden 128 it makes MLA's attention logits (no QK-norm) start tiny, and the policy then took over 600
+# steps to learn to copy the question's numbers instead of about 100.
+POLICY_INIT_STD = 0.08
+STUDENT_INIT_STD = 0.1
 
 # ChatML-like: `<|bos|><|user|>\n...<|eos|><|assistant|>\n...<|eos|>`. The assistant turn ends with
 # eos, so generation stops there. `{% generation %}` marks assistant tokens for TRL's
@@ -128,8 +133,8 @@ def policy_config(tokenizer):
         moe_intermediate_size=64,
         num_hidden_layers=3,
         first_k_dense_replace=1,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=8,  # 8 rather than 4: more heads to look up the operands' digits
+        num_key_value_heads=8,
         kv_lora_rank=512,  # fixed by vLLM's CPU MLA kernels (latent 512 + rope 64 = 576 head size)
         qk_rope_head_dim=64,
         q_lora_rank=None,  # plain q_proj: a low-rank query saves nothing at hidden 128
@@ -150,6 +155,7 @@ def policy_config(tokenizer):
         num_mtp_layers=0,
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
+        initializer_range=POLICY_INIT_STD,
         dtype="float32",
     )
 
@@ -167,6 +173,7 @@ def student_config(tokenizer):
         head_dim=24,
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
+        initializer_range=STUDENT_INIT_STD,
         dtype="float32",
     )
 

@@ -8,8 +8,11 @@ come with cold-start SFT) packed into fixed-length blocks, next-token loss on ev
     r1kit pretrain --config recipes/tiny/pretrain.yaml
     accelerate launch -m sft.pretrain --config recipes/tiny/pretrain.yaml
 
-Kept from standard LM pretraining: document packing with eos separators, AdamW, warmup + cosine,
-gradient clipping. MoE policies also get DeepSeek-V3's auxiliary-loss-free balancing (V3 report
+Kept from standard LM pretraining: packing `bos text eos` documents into fixed-length blocks, AdamW,
+warmup + cosine, gradient clipping. Changed: a document is never split across blocks and attends only
+to itself (positions restart per document, see `pack`), as at generation time, where a prompt starts at
+position 0 with nothing before it; otherwise a solution can be trained cut off from its question.
+MoE policies also get DeepSeek-V3's auxiliary-loss-free balancing (V3 report
 sec. 2.1.2: after each step every router's `e_score_correction_bias` moves by
 `router_bias_update_speed * sign(mean load - load)`), since nothing else keeps experts from collapsing.
 Held-out loss (test-split problems, never in train) is measured before and after; at the end a greedy
@@ -56,6 +59,10 @@ class PretrainConfig(ModelConfig, TrainConfig):
     eval_accuracy_examples: int = arg(
         64, "Held-out problems per task and difficulty solved greedily after training (0 skips).", ge=0
     )
+    torch_threads: int = arg(
+        0, "CPU threads for torch (torch.set_num_threads); 0 keeps torch's default (OMP_NUM_THREADS, else all cores).",
+        ge=0,
+    )
     router_bias_update_speed: float = arg(
         0.001, "MoE only: DeepSeek-V3 aux-loss-free balancing step for e_score_correction_bias (0 disables).", ge=0
     )
@@ -85,26 +92,43 @@ def build_corpus(cfg: PretrainConfig, split: str, n: int) -> list[str]:
 
 
 def pack(tokenizer, texts: list[str], seq_len: int):
-    """Concatenate `bos text eos` documents and cut into (N, seq_len) blocks.
+    """Pack whole `bos text eos` documents into (N, seq_len) blocks; no document is split across blocks.
 
-    Returns (input_ids, labels); the last block is padded, with labels -100 on the padding (right
-    padding under a causal mask never changes the real tokens' predictions).
+    Returns (input_ids, labels, position_ids). Positions restart at 0 for every document and, with
+    `use_cache=False` and no attention mask, transformers turns restarting positions into a
+    block-diagonal causal mask: a document sees only itself, exactly as at generation time, where a
+    prompt starts at position 0 with nothing before it. (Packing across documents instead lets the
+    model attend to the previous problem's numbers, and a split document's tail is trained
+    without its question.) A block's unused tail is padding with labels -100.
     """
     import torch
 
     if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
         raise UserError("the tokenizer needs bos and eos tokens to separate packed documents.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stream: list[int] = []
+    blocks: list[list[int]] = []
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        stream += [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
-    n_blocks = math.ceil(len(stream) / seq_len)
-    short = n_blocks * seq_len - len(stream)
-    input_ids = torch.tensor(stream + [pad] * short).view(n_blocks, seq_len)  # (N, T)
-    labels = input_ids.clone()
-    if short:
-        labels[-1, seq_len - short :] = -100
-    return input_ids, labels
+        doc = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+        if len(doc) > seq_len:
+            raise UserError(f"a {len(doc)}-token document does not fit max_seq_len {seq_len}; raise max_seq_len.")
+        if not blocks or len(blocks[-1]) + len(doc) > seq_len:
+            blocks.append([])
+        blocks[-1] += doc
+    input_ids = torch.full((len(blocks), seq_len), pad)  # (N, T)
+    labels = torch.full((len(blocks), seq_len), -100)  # (N, T)
+    position_ids = torch.zeros((len(blocks), seq_len), dtype=torch.long)  # (N, T)
+    for row, block in enumerate(blocks):
+        input_ids[row, : len(block)] = labels[row, : len(block)] = torch.tensor(block)
+        position_ids[row] = torch.tensor(_document_positions(block, tokenizer.bos_token_id, seq_len))
+    return input_ids, labels, position_ids
+
+
+def _document_positions(block: list[int], bos: int, seq_len: int) -> list[int]:
+    """0, 1, 2, ... restarting at every bos; the padding tail counts from 0 as one more (masked) document."""
+    positions: list[int] = []
+    for token in block:
+        positions.append(0 if token == bos else positions[-1] + 1)
+    return positions + list(range(seq_len - len(block)))
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -117,8 +141,8 @@ def heldout_loss(model, loader, accelerator) -> float:
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (loss sum, token count)
     with torch.no_grad():
-        for input_ids, labels in loader:
-            logits = model(input_ids=input_ids).logits[:, :-1].float()  # (B, T-1, V)
+        for input_ids, labels, position_ids in loader:
+            logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits[:, :-1].float()
             target = labels[:, 1:]  # (B, T-1)
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T-1)
             mask = target != -100
@@ -221,6 +245,8 @@ def setup(cfg: PretrainConfig) -> _Run:
         # A seedable sampler gives each epoch a fixed order, so a resumed run skips exactly what it saw.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     set_seed(cfg.seed)
     model, tokenizer = _load_model(cfg, accelerator)
     train_loader = _loader(pack(tokenizer, build_corpus(cfg, "train", cfg.num_examples), cfg.max_seq_len),
@@ -302,9 +328,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     while step < run.total_steps:
         run.train_loader.set_epoch(epoch)
         batches = acc.skip_first_batches(run.train_loader, skip) if skip else run.train_loader
-        for batch_idx, (input_ids, labels) in enumerate(batches, start=skip):
+        for batch_idx, (input_ids, labels, position_ids) in enumerate(batches, start=skip):
             with acc.accumulate(model):
-                loss = model(input_ids=input_ids, labels=labels).loss
+                # use_cache=False: a cache object would disable the per-document mask (see `pack`)
+                loss = model(input_ids=input_ids, labels=labels, position_ids=position_ids, use_cache=False).loss
                 acc.backward(loss)
                 grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf) \
                     if acc.sync_gradients else None

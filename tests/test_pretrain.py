@@ -49,18 +49,42 @@ def test_corpus_train_and_test_are_disjoint_and_deterministic(tiny_dir, tmp_path
     assert all(t.startswith("Problem: ") and "\nAnswer: " in t for t in train)
 
 
-def test_pack_separates_documents_and_masks_only_padding(tiny_dir):
+def test_pack_keeps_documents_whole_restarts_positions_and_masks_only_padding(tiny_dir):
     tok = AutoTokenizer.from_pretrained(tiny_dir / "tokenizer")
     texts = [synth.pretrain_text(r) for r in synth.generate("arithmetic", 7, seed=0)]
-    ids, labels = pack(tok, texts, 32)
-    assert ids.shape[1] == 32 and ids.shape == labels.shape
-    flat, flat_labels = ids.flatten().tolist(), labels.flatten().tolist()
-    real = [i for i, lab in zip(flat, flat_labels) if lab != -100]
-    assert flat_labels[: len(real)] == real and all(lab == -100 for lab in flat_labels[len(real) :])
-    assert all(i == tok.pad_token_id for i in flat[len(real) :])
-    assert real.count(tok.bos_token_id) == real.count(tok.eos_token_id) == 7
-    docs = tok.decode(real).split(tok.eos_token)[:-1]
-    assert [d.removeprefix(tok.bos_token) for d in docs] == texts
+    ids, labels, positions = pack(tok, texts, 128)
+    assert ids.shape[1] == 128 and ids.shape == labels.shape == positions.shape
+    docs = []
+    for row_ids, row_labels, row_pos in zip(ids.tolist(), labels.tolist(), positions.tolist()):
+        real = [i for i, lab in zip(row_ids, row_labels) if lab != -100]
+        assert row_labels[: len(real)] == real and all(i == tok.pad_token_id for i in row_ids[len(real) :])
+        assert real[0] == tok.bos_token_id and real[-1] == tok.eos_token_id  # a block holds whole documents
+        starts = [k for k, i in enumerate(real) if i == tok.bos_token_id]
+        for start, end in zip(starts, starts[1:] + [len(real)]):
+            assert row_pos[start:end] == list(range(end - start))  # positions restart per document
+            docs.append(tok.decode(real[start:end]))
+    assert [d.removeprefix(tok.bos_token).removesuffix(tok.eos_token) for d in docs] == texts
+    assert len(ids) < len(texts)  # several documents share a block
+    with pytest.raises(UserError, match="max_seq_len"):
+        pack(tok, texts, 32)
+
+
+@pytest.mark.parametrize("name", ["policy", "student"])
+def test_packed_documents_see_only_themselves(tiny_dir, name):
+    """Invariant: a document's logits inside a packed block equal its logits alone (block-diagonal mask)."""
+    tok = AutoTokenizer.from_pretrained(tiny_dir / "tokenizer")
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir / name).eval()
+    texts = [synth.pretrain_text(r) for r in synth.generate("arithmetic", 2, seed=3)]
+    ids, _, positions = pack(tok, texts, 128)
+    assert len(ids) == 1
+    start = int((ids[0] == tok.bos_token_id).nonzero()[1])
+    second = slice(start, start + len(tok(texts[1])["input_ids"]) + 2)  # bos text eos of the second document
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, second]
+        alone = model(input_ids=ids[:, second]).logits[0]
+        leaky = model(input_ids=ids).logits[0, second]
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(leaky, alone, atol=1e-2)  # without positions the first document leaks in
 
 
 def test_config_errors_name_the_key(tiny_dir, tmp_path):
