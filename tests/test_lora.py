@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DeepseekV3Config, LlamaConfig
+from tiny_models import tiny_moe
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from r1kit.errors import UserError
 from rl.lora import (
@@ -25,34 +26,6 @@ def _few_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(previous)
-
-
-def tiny_moe(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = DeepseekV3Config(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        first_k_dense_replace=1,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        kv_lora_rank=512,
-        q_lora_rank=None,
-        qk_rope_head_dim=64,
-        qk_nope_head_dim=32,
-        v_head_dim=32,
-        topk_method="noaux_tc",
-        scoring_func="sigmoid",
-        n_group=1,
-        topk_group=1,
-        max_position_embeddings=128,
-    )
-    return AutoModelForCausalLM.from_config(config).float()
 
 
 def tiny_llama(seed: int = 0) -> torch.nn.Module:
