@@ -1,6 +1,6 @@
 """Tiny models built offline: a BPE tokenizer, a DeepSeek-V3-style MoE policy and a dense student.
 
-    r1kit build-tiny --out tiny     # tiny/tokenizer, tiny/policy, tiny/student
+    r1kit build-tiny --out runs/tiny     # runs/tiny/{tokenizer,policy,student}
 
 Every directory is written by `save_pretrained`, so later stages load it by path exactly as a hub
 model (`AutoModelForCausalLM.from_pretrained("tiny/policy")`, `AutoTokenizer.from_pretrained(...)`).
