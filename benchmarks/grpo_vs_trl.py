@@ -1,135 +1,233 @@
 """r1kit's GRPO loop vs TRL's GRPOTrainer: seconds per step and steps to a held-out accuracy target.
 
-Both trainers get the same policy, prompts (chat template, no prefill), G, batch, completion length,
-learning rate, temperature, loss (dapo) and the same registry reward functions; held-out accuracy is
-measured by the same greedy evaluator (`rl.engine.HFEngine` + the `accuracy` reward) for both.
-r1kit runs with its defaults (dynamic sampling, warmup); TRL with its own defaults.
+Both trainers start from the same partially competent tiny policy (`benchmarks/_start_point.py`:
+build_tiny + a short TRL SFT, cached in --work) and get the same prompts (train-split 2-digit
+addition/subtraction, chat template, no prefill), G, prompts per step, completion length, learning
+rate, temperature, loss (dapo, clip-higher 0.28) and the same registry rewards (accuracy + 0.2 format).
+Held-out accuracy is greedy, on test-split problems, through one evaluator for both
+(`_start_point.held_out_accuracy`); evaluation time is left out of every timing.
 
-    python benchmarks/grpo_vs_trl.py --policy runs/tiny/sft --steps 400 --eval_every 25
-    python benchmarks/grpo_vs_trl.py --steps 5                 # untrained tiny policy: timing only
+Two parts:
+- timing: `--timing_steps` steps each of r1kit with dynamic sampling off (like for like with TRL,
+  which has none), r1kit with it on (it samples more when groups have no reward variance), and TRL.
+  Wall seconds and process CPU seconds per step (CPU time is the steadier figure on a shared machine).
+- learning: r1kit defaults (warmup, dynamic sampling) vs TRL defaults (no warmup, no dynamic
+  sampling; gradient checkpointing off for both) for `--steps` steps, held-out accuracy every
+  `--eval_every` steps; steps and training wall seconds until accuracy first reaches `--target`.
 
-Without --policy an untrained tiny MoE policy is built, which earns no accuracy reward: only the
-step times mean anything then.
+    python benchmarks/grpo_vs_trl.py --work /tmp/r1kit_bench --steps 200 --eval_every 20
+    python benchmarks/grpo_vs_trl.py --quick          # smoke run: 2 timing steps, 4 learning steps
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _start_point import DIFFICULTY, TASK, build_start_point, held_out_accuracy
+
+from r1kit import synth
 from r1kit.config import load_config
-from r1kit.data import load_rows
 from rewards.registry import build_rewards
 from rl import grpo
 from rl.config import GRPOConfig
-from rl.engine import HFEngine, SamplingSettings
 
 REWARDS = [{"name": "accuracy", "weight": 1.0}, {"name": "format", "weight": 0.2}]
 
 
-def held_out_accuracy(model, tokenizer, cfg: GRPOConfig, rows: list[dict], prompts: list[list[int]]) -> float:
-    engine = HFEngine(model, tokenizer)
-    out = engine.generate(prompts, SamplingSettings(cfg.max_completion_length, greedy=True))
-    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-    scores = build_rewards([{"name": "accuracy"}])[0](texts, answer=[r["answer"] for r in rows])
-    return sum(s is not None and s >= 1 for s in scores) / len(rows)
+class Clock:
+    """Wall and process-CPU seconds of the timed sections only (evaluation is excluded). Per-step
+    figures are medians that leave out the first step (it starts the math verifier's worker pool and
+    warms allocators): on a shared machine a median shrugs off the steps another job slowed down."""
+
+    def __init__(self):
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
+
+    @property
+    def wall(self) -> float:
+        return sum(self.walls)
+
+    def start(self) -> None:
+        self._w, self._c = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.walls.append(time.perf_counter() - self._w)
+        self.cpus.append(time.process_time() - self._c)
+
+    def per_step(self) -> dict[str, float]:
+        rest = slice(1, None) if len(self.walls) > 1 else slice(None)
+        return {"s_per_step": statistics.median(self.walls[rest]), "cpu_s_per_step": statistics.median(self.cpus[rest]),
+                "first_step_s": self.walls[0]}
 
 
-def run_r1kit(cfg: GRPOConfig, steps: int, eval_every: int, target: float, held) -> dict:
+class Curve:
+    """Held-out accuracy every `every` steps; remembers when `target` was first reached."""
+
+    def __init__(self, held: list[dict], every: int, target: float, last: int):
+        self.held, self.every, self.target, self.last = held, every, target, last
+        self.points: list[tuple[int, float]] = []
+        self.reached: tuple[int, float] | None = None  # (step, training wall seconds)
+
+    def maybe_eval(self, step: int, model, tokenizer, clock: Clock) -> None:
+        if step % self.every and step != self.last:
+            return
+        acc = held_out_accuracy(model, tokenizer, self.held)
+        model.train()
+        self.points.append((step, round(acc, 3)))
+        if acc >= self.target and self.reached is None:
+            self.reached = (step, round(clock.wall, 1))
+
+
+def r1kit_cfg(a, policy: Path, out: Path, **over) -> GRPOConfig:
+    """r1kit's defaults plus the shared benchmark settings (warmup and dynamic sampling are defaults)."""
+    return load_config(GRPOConfig, None, {
+        "model_name_or_path": str(policy), "dataset_name": f"synthetic:{TASK}:{DIFFICULTY}",
+        "output_dir": str(out), "max_samples": 2000, "num_generations": a.G,
+        "per_device_train_batch_size": a.prompts * a.G, "max_completion_length": a.max_completion_length,
+        "learning_rate": a.lr, "max_steps": a.steps, "rewards": REWARDS, "loss_type": "dapo",
+        "epsilon_high": 0.28, "temperature": 1.0, "use_cpu": True, "log_completions_steps": 0,
+        "seed": a.seed, **over})
+
+
+def run_r1kit(cfg: GRPOConfig, steps: int, curve: Curve | None) -> dict:
     run = grpo.setup_run(cfg)
-    times, curve, reached = [], [], None
+    clock, dropped, lengths = Clock(), [], []
     for step in range(1, steps + 1):
-        t0 = time.perf_counter()
-        grpo.train_step(run, step)
-        times.append(time.perf_counter() - t0)
-        if step % eval_every == 0 or step == steps:
-            acc = held_out_accuracy(run.accelerator.unwrap_model(run.model), run.tokenizer, cfg, *held)
-            curve.append((step, acc))
-            reached = reached or (step if acc >= target else None)
+        clock.start()
+        m = grpo.train_step(run, step)
+        clock.stop()
+        dropped.append(m["dropped_groups"])
+        lengths.append(m["completion_length"])
+        if curve:
+            curve.maybe_eval(step, run.accelerator.unwrap_model(run.model), run.tokenizer, clock)
     grpo.teardown_run(run)
-    return {"s_per_step": sum(times) / len(times), "curve": curve, "steps_to_target": reached}
+    return {**clock.per_step(), "dropped_groups": sum(dropped) / len(dropped), "train_wall_s": clock.wall,
+            "completion_length": sum(lengths) / len(lengths)}
 
 
-def run_trl(cfg: GRPOConfig, steps: int, eval_every: int, target: float, held) -> dict:
+def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None) -> dict:
     import datasets
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path)
-    rows = load_rows(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    rows = synth.generate(TASK, 2000, a.seed, DIFFICULTY, split="train")
     data = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
                                         "answer": r["answer"]} for r in rows])
     args = trl.GRPOConfig(
-        output_dir=str(Path(cfg.output_dir) / "trl"), max_steps=steps, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.per_device_train_batch_size, num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, loss_type="dapo",
-        use_cpu=True, report_to="none", logging_steps=10**6, save_strategy="no", seed=cfg.seed)
-    times, curve, reached = [], [], [None]
+        output_dir=str(out), max_steps=steps, learning_rate=a.lr, per_device_train_batch_size=a.prompts * a.G,
+        num_generations=a.G, max_completion_length=a.max_completion_length, temperature=1.0, loss_type="dapo",
+        epsilon_high=0.28, use_cpu=True, bf16=False, report_to="none", logging_steps=10**6, save_strategy="no",
+        seed=a.seed, gradient_checkpointing=False, dataloader_num_workers=0)
+    clock = Clock()
 
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            clock.start()
 
-        def on_step_end(self, a, state, control, model=None, **k):
-            times.append(time.perf_counter() - self.t0)
-            if state.global_step % eval_every == 0 or state.global_step == steps:
-                acc = held_out_accuracy(model, tokenizer, cfg, *held)
-                curve.append((state.global_step, acc))
-                reached[0] = reached[0] or (state.global_step if acc >= target else None)
+        def on_step_end(self, _args, state, _control, model=None, **__):
+            clock.stop()
+            if curve:
+                curve.maybe_eval(state.global_step, model, tokenizer, clock)
 
     trainer = trl.GRPOTrainer(model=model, reward_funcs=build_rewards(REWARDS), args=args, train_dataset=data,
-                              processing_class=tokenizer, callbacks=[Clock()])
+                              processing_class=tokenizer, callbacks=[Timer()])
     trainer.train()
-    return {"s_per_step": sum(times) / len(times), "curve": curve, "steps_to_target": reached[0]}
+    return {**clock.per_step(), "train_wall_s": clock.wall}
+
+
+def timing(a, policy: Path, work: Path) -> dict[str, dict]:
+    """Each trainer twice, interleaved (A B A B), so a slow spell on a shared machine hits both."""
+    runs = {
+        "r1kit (dynamic sampling off)": lambda i: run_r1kit(
+            r1kit_cfg(a, policy, work / f"t_off{i}", dynamic_sampling=False), a.timing_steps + 1, None),
+        "TRL": lambda i: run_trl(a, policy, work / f"t_trl{i}", a.timing_steps + 1, None),
+    }
+    parts: dict[str, list[dict]] = {name: [] for name in runs}
+    for i in range(2):
+        for name, fn in runs.items():
+            torch.manual_seed(a.seed)
+            parts[name].append(fn(i))
+            print(name, json.dumps(parts[name][-1]), flush=True)
+    out = {name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for name, rs in parts.items()}
+    torch.manual_seed(a.seed)
+    name = "r1kit (dynamic sampling on)"
+    out[name] = run_r1kit(r1kit_cfg(a, policy, work / "t_on"), a.timing_steps + 1, None)
+    print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
+    out = {}
+    for name in ("r1kit", "TRL"):
+        torch.manual_seed(a.seed)
+        curve = Curve(held, a.eval_every, a.target, a.steps)
+        if name == "r1kit":
+            res = run_r1kit(r1kit_cfg(a, policy, work / "l_r1kit"), a.steps, curve)
+        else:
+            res = run_trl(a, policy, work / "l_trl", a.steps, curve)
+        out[name] = {**res, "curve": curve.points, "reached": curve.reached}
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def table(times: dict, learn: dict, start: float, target: float) -> str:
+    lines = [f"start held-out accuracy {start:.3f}"]
+    if times:
+        trl_s = times["TRL"]["s_per_step"]
+        lines += ["", f"{'trainer':<30} {'s/step':>8} {'cpu s/step':>11} {'vs TRL':>7} {'dropped':>8}"]
+        for name, r in times.items():
+            lines.append(f"{name:<30} {r['s_per_step']:>8.2f} {r['cpu_s_per_step']:>11.2f} "
+                         f"{r['s_per_step'] / trl_s:>7.2f} {r.get('dropped_groups', 0.0):>8.2f}")
+    if learn:
+        lines += ["", (f"{'defaults':<8} {'steps to ' + format(target, '.0%'):>14} {'train s to target':>18} "
+                  f"{'s/step':>7}  curve (step, held-out accuracy)")]
+        for name, r in learn.items():
+            steps, secs = r["reached"] or ("not reached", "-")
+            lines.append(f"{name:<8} {steps!s:>14} {secs!s:>18} {r['s_per_step']:>7.2f}  {r['curve']}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", help="policy dir (default: build an untrained tiny MoE policy)")
-    p.add_argument("--task", default="synthetic:arithmetic")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--eval_every", type=int, default=25)
+    p.add_argument("--work", default="/tmp/r1kit_grpo_vs_trl", help="start-point cache and run outputs")
+    p.add_argument("--policy", help="start from this policy dir instead of building the start point")
+    p.add_argument("--steps", type=int, default=200, help="learning-run steps per trainer")
+    p.add_argument("--timing_steps", type=int, default=10, help="timed steps per trainer, plus one warm-up step")
+    p.add_argument("--eval_every", type=int, default=20)
     p.add_argument("--eval_samples", type=int, default=200)
     p.add_argument("--prompts", type=int, default=16, help="prompts per step")
     p.add_argument("--G", type=int, default=8)
-    p.add_argument("--max_completion_length", type=int, default=48)
+    p.add_argument("--max_completion_length", type=int, default=64, help="a worked 2-digit answer is ~45 tokens")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--target", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip", choices=["timing", "learning"], help="run only the other part")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 timing steps, 4 learning steps, 32 evals")
     a = p.parse_args()
-    torch.set_num_threads(2)
-    work = Path(tempfile.mkdtemp(prefix="grpo_vs_trl_"))
-    policy = a.policy
-    if policy is None:
-        from r1kit.tiny import build_tiny
+    if a.quick:
+        a.steps, a.timing_steps, a.eval_every, a.eval_samples = 4, 1, 2, 32
+    torch.set_num_threads(a.threads)
+    work = Path(a.work)
+    policy = Path(a.policy) if a.policy else build_start_point(work / "start")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        policy = str(build_tiny(work / "tiny").policy)
-    cfg = load_config(GRPOConfig, None, dict(
-        model_name_or_path=policy, dataset_name=a.task, output_dir=str(work / "r1kit"), max_samples=2000,
-        num_generations=a.G, per_device_train_batch_size=a.prompts * a.G, max_completion_length=a.max_completion_length,
-        learning_rate=a.lr, max_steps=a.steps, rewards=REWARDS, loss_type="dapo", epsilon_high=0.28,
-        lr_scheduler_type="constant_with_warmup", warmup_ratio=0.05, use_cpu=True, log_completions_steps=0))
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(policy)
-    eval_rows = load_rows(load_config(GRPOConfig, None, {**{k: getattr(cfg, k) for k in (
-        "model_name_or_path", "dataset_name", "output_dir")}, "dataset_split": "test", "max_samples": a.eval_samples}))
-    held = (eval_rows, grpo.encode_prompts(eval_rows, tok, cfg))
-    start = held_out_accuracy(__import__("transformers").AutoModelForCausalLM.from_pretrained(policy), tok, cfg, *held)
-    results = {"start_accuracy": start}
-    for name, fn in (("r1kit", run_r1kit), ("trl", run_trl)):
-        torch.manual_seed(0)
-        results[name] = fn(cfg, a.steps, a.eval_every, a.target, held)
-        print(name, json.dumps(results[name]), flush=True)
-    ratio = results["r1kit"]["s_per_step"] / results["trl"]["s_per_step"]
-    print(f"start accuracy {start:.3f}; s/step r1kit {results['r1kit']['s_per_step']:.3f} vs TRL "
-          f"{results['trl']['s_per_step']:.3f} (ratio {ratio:.2f}); steps to {a.target:.0%}: "
-          f"r1kit {results['r1kit']['steps_to_target']} vs TRL {results['trl']['steps_to_target']}")
+    held = synth.generate(TASK, a.eval_samples, a.seed, DIFFICULTY, split="test")
+    start = held_out_accuracy(AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), held)
+    times = timing(a, policy, work) if a.skip != "timing" else {}
+    learn = learning(a, policy, work, held) if a.skip != "learning" else {}
+    print(table(times, learn, start, a.target))
+    (work / "results.json").write_text(json.dumps({"start": start, "timing": times, "learning": learn}, indent=1))
 
 
 if __name__ == "__main__":

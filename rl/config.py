@@ -25,14 +25,18 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
     max_completion_length: int = arg(256, "Most tokens generated per completion.", gt=0)
     prefill_think: bool = arg(False, "End the generation prompt with `<think>\\n` (R1-style prefill).")
 
+    # A freshly SFT'd policy is fragile: at lr 2e-4 without warmup a tiny policy fell from 59% to 21%
+    # held-out accuracy in 10 steps (docs/grpo.md), so GRPO warms up by default.
+    warmup_ratio: float = arg(0.05, "Fraction of the steps spent warming up linearly from 0.", ge=0, le=1)
+
     # Rollout engine.
-    engine: Literal["hf", "vllm"] = arg("hf", "Rollout engine: hf (transformers generate) or vllm.")
+    engine: Literal["hf", "vllm"] = arg("hf", "Rollout engine: hf (KV-cached sampling on the policy itself) or vllm.")
     temperature: float = arg(1.0, "Sampling temperature (also divides the logits when scoring).", gt=0)
     top_p: float = arg(1.0, "Nucleus sampling mass.", gt=0, le=1)
     top_k: int = arg(0, "Top-k sampling (0 disables).", ge=0)
 
     # Rewards and advantages.
-    rewards: list[dict[str, Any]] = arg(
+    rewards: list[dict[str, Any]] = arg(  # noqa: RUF009 - arg() copies a list default per instance
         [{"name": "accuracy", "weight": 1.0}],
         "Reward functions by registry name: [{name, weight, params}]; the reward is their weighted sum.",
         nonempty=True,

@@ -10,6 +10,7 @@ importance sampling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,43 +57,66 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 class HFEngine:
-    """Batched `model.generate` with a KV cache on the training model itself (no weight copy)."""
+    """KV-cached sampling on the training model itself (no weight copy), in one batch.
+
+    A lean loop instead of `model.generate`: one prefill forward that keeps only the last position's
+    logits, then one-token forwards on the model's own KV cache; the sampled token's log-prob is
+    taken on the fly ((N,) per step, never an (N, L, V) stack of logits), and the loop stops as soon
+    as every row has emitted EOS. `all_done` lets sharded models (FSDP) keep decoding until *every*
+    process is done, since each forward is a collective there.
+    """
 
     exact_logprobs = True
 
-    def __init__(self, model: torch.nn.Module, tokenizer, batch_size: int | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer, all_done: Callable[[bool], bool] | None = None):
         self.model = model
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
-        self.batch_size = batch_size
+        self.all_done = all_done or (lambda done: done)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model  # same object as the trainer's: nothing to copy
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
-        step = self.batch_size or len(prompts)
-        parts = [self._generate_chunk(prompts[i:i + step], sampling) for i in range(0, len(prompts), step)]
-        return Rollout(*[sum((getattr(p, f) for p in parts), []) for f in ("completion_ids", "logprobs", "truncated")])
+        from transformers import DynamicCache
 
-    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
-        ids, mask = left_pad(prompts, self.pad_id)
+        ids, mask = left_pad(prompts, self.pad_id)  # (N, P)
         device = next(self.model.parameters()).device
+        ids, mask = ids.to(device), mask.to(device)
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; also turns gradient checkpointing off
-        out = self.model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=sampling.max_new_tokens,
-            do_sample=not sampling.greedy, temperature=sampling.temperature if not sampling.greedy else None,
-            top_p=sampling.top_p if not sampling.greedy else None, top_k=sampling.top_k or None,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_id, return_dict_in_generate=True,
-            output_logits=True, use_cache=True,
-        )
+        cache = DynamicCache(config=self.model.config)
+        # Positions count from each row's first real token, as the trainer's forward does.
+        pos = (mask.cumsum(1) - 1).clamp(min=0)  # (N, P)
+        logits = self._forward(ids, mask, pos, cache)  # (A, V), A = rows still decoding
+        rows = torch.arange(len(prompts), device=device)  # (A,) batch index of each decoding row
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # (A,)
+        out_ids = torch.full((len(prompts), sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        out_logps = torch.zeros(out_ids.shape, device=device)  # (N, L)
+        for t in range(sampling.max_new_tokens):
+            tok, lp = sample_token(logits, sampling)  # (A,), (A,)
+            tok = tok.masked_fill(done, self.pad_id)
+            out_ids[rows, t], out_logps[rows, t] = tok, lp
+            done |= tok == self.eos_id
+            if t == sampling.max_new_tokens - 1 or self.all_done(bool(done.all())):
+                break
+            if done.any():  # drop finished rows from the batch and the cache: later steps pay for live rows only
+                keep = (~done).nonzero().squeeze(1)
+                keep = keep if keep.numel() else keep.new_zeros(1)  # sharded: one row keeps joining the forwards
+                cache.batch_select_indices(keep)
+                rows, done, tok, mask, pos = rows[keep], done[keep], tok[keep], mask[keep], pos[keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            pos = pos[:, -1:] + 1  # (A, 1)
+            logits = self._forward(tok.unsqueeze(1), mask, pos, cache)
         self.model.train(was_training)
-        new = out.sequences[:, ids.shape[1]:]  # (N, L)
-        # Raw logits / T: the same distribution the trainer scores, before top-p/top-k truncation.
-        logits = torch.stack(out.logits, dim=1).float() / sampling.temperature  # (N, L, V)
-        logps = torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (N, L)
-        return self._trim(new, logps, sampling.max_new_tokens)
+        return self._trim(out_ids[:, :t + 1], out_logps[:, :t + 1], sampling.max_new_tokens)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
+        """(N, V) logits of the last position; the cache grows by ids.shape[1] positions."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float()
 
     def _trim(self, new: torch.Tensor, logps: torch.Tensor, limit: int) -> Rollout:
         """Cut each row after its first EOS; a row without EOS within `limit` tokens is truncated."""
@@ -105,10 +129,40 @@ class HFEngine:
         return Rollout(ids_out, lp_out, trunc)
 
 
-def build_engine(name: str, model: torch.nn.Module, tokenizer) -> RolloutEngine:
+def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token (N,) and its log-prob (N,) under logits / T, the distribution the trainer scores
+    (before top-p/top-k truncation, which only restricts which tokens can be drawn).
+
+    >>> tok, lp = sample_token(torch.tensor([[0.0, 2.0]]), SamplingSettings(1, greedy=True))
+    >>> tok.tolist(), round(lp.item(), 4)
+    ([1], -0.1269)
+    """
+    logp = torch.log_softmax(logits / s.temperature, -1)  # (N, V)
+    if s.greedy:
+        tok = logp.argmax(-1)
+    else:
+        tok = torch.multinomial(torch.exp(_truncate(logp, s)), 1).squeeze(1)
+    return tok, logp.gather(-1, tok.unsqueeze(1)).squeeze(1)
+
+
+def _truncate(logp: torch.Tensor, s: SamplingSettings) -> torch.Tensor:
+    """Top-k, then top-p (nucleus): tokens outside get -inf; the most likely token always stays."""
+    if s.top_k and s.top_k < logp.shape[-1]:
+        kth = logp.topk(s.top_k, -1).values[:, -1:]
+        logp = logp.masked_fill(logp < kth, -torch.inf)
+    if s.top_p < 1.0:
+        sorted_lp, order = logp.sort(-1, descending=True)
+        before = torch.exp(sorted_lp).cumsum(-1) - torch.exp(sorted_lp)  # mass of strictly likelier tokens
+        drop = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, order, before >= s.top_p)
+        logp = logp.masked_fill(drop, -torch.inf)
+    return logp
+
+
+def build_engine(name: str, model: torch.nn.Module, tokenizer,
+                 all_done: Callable[[bool], bool] | None = None) -> RolloutEngine:
     """The engine named by the recipe's `engine` key."""
     if name == "hf":
-        return HFEngine(model, tokenizer)
+        return HFEngine(model, tokenizer, all_done)
     from r1kit.errors import UserError
 
     raise UserError(f"engine '{name}' is not available in this version of r1kit; use engine: hf.")

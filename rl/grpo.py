@@ -8,7 +8,9 @@ Launch (one process, or several through accelerate: DDP, FSDP2, DeepSpeed ZeRO c
 
 One step: sample G completions for each prompt (engine), score them with the recipe's rewards,
 turn rewards into group-relative advantages, then take `num_iterations` optimizer steps on the
-clipped surrogate (rl/losses.py picks the variant once).
+clipped surrogate (rl/losses.py picks the variant once). What a run holds and how it is built
+(model, optimizer, engine, MoE hooks) is in rl/setup.py; prompts go through r1kit/chat.py, the
+same chat-template code SFT and evals use.
 
 Kept from the papers: group-relative advantages and the clipped ratio (DeepSeekMath), k3 KL to a
 frozen reference (only loaded when beta > 0), R1's <think> format with optional prefill; from DAPO
@@ -22,25 +24,19 @@ Engine/trainer mismatch is corrected with truncated importance sampling, min(pi_
 
 from __future__ import annotations
 
-import contextlib
 import math
-import random
-import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
 
 from r1kit.checkpoint import clean_temp, load_checkpoint, resolve_resume, save_checkpoint, save_model
-from r1kit.config import parse_config, to_dict
-from r1kit.errors import UserError, exit_on_user_error
+from r1kit.config import parse_config
+from r1kit.errors import exit_on_user_error
 from rl.config import GRPOConfig
-from rl.engine import Rollout, SamplingSettings, build_engine, left_pad
-from rl.losses import LossFn, LossSettings, Normalizers, PolicyBatch, get_loss, group_advantages
-
-STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "loss", "kl", "completion_length", "dropped_groups",
-               "grad_norm", "tokens_per_s")
+from rl.engine import Rollout, left_pad
+from rl.losses import Normalizers, PolicyBatch, group_advantages
+from rl.setup import Run, encode_prompts, setup_run, teardown_run  # noqa: F401  (encode_prompts: re-export)
 
 
 @dataclass
@@ -60,7 +56,7 @@ class Groups:
             getattr(self.rollout, name).extend(getattr(other.rollout, name))
 
     def take(self, idx: list[int]) -> Groups:
-        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        pick = lambda xs: [xs[i] for i in idx]
         r = self.rollout
         return Groups(pick(self.rows), pick(self.prompt_ids), Rollout(pick(r.completion_ids), pick(r.logprobs),
                       pick(r.truncated)), pick(self.rewards), pick(self.per_func))
@@ -108,15 +104,18 @@ def collect(run: Run) -> tuple[Groups, dict[str, float]]:
     kept, dropped, sampled = Groups(), Groups(), 0
     for round_ in range(cfg.max_sampling_rounds + 1):
         short = need - len(kept.rows) // G
-        # Every process runs the same number of rounds, so collective forwards (FSDP) stay in step.
+        # Every process runs the same number of rounds (decided together)...
         if run.reduce_max(float(short)) <= 0 or (round_ > 0 and not cfg.dynamic_sampling):
             break
-        if short > 0:
-            new = sample_groups(run, short)
-            sampled += short
-            for g in range(short):
-                part = new.take(list(range(g * G, (g + 1) * G)))
-                (kept if _varied(part.rewards) or not cfg.dynamic_sampling else dropped).extend(part)
+        if short <= 0 and not run.sharded:
+            continue
+        # ...and under FSDP / ZeRO-3 every forward gathers weights from all processes, so a process that is
+        # already full still samples one group (set aside: filler only) to join the others' forwards.
+        new = sample_groups(run, max(short, 1))
+        sampled += max(short, 0)
+        for g in range(max(short, 1)):
+            part = new.take(list(range(g * G, (g + 1) * G)))
+            (kept if short > 0 and (_varied(part.rewards) or not cfg.dynamic_sampling) else dropped).extend(part)
     n_dropped = len(dropped.rows) // G
     filler = need - len(kept.rows) // G
     kept.extend(dropped.take(list(range(filler * G))))  # zero-variance groups: no policy gradient
@@ -140,7 +139,7 @@ class StepBatch:
     ref_logps: torch.Tensor | None = None  # (N, T) when beta > 0
 
     def slice(self, i: int, j: int) -> StepBatch:
-        cut = lambda t: None if t is None else t[i:j]  # noqa: E731
+        cut = lambda t: None if t is None else t[i:j]
         return StepBatch(*[cut(getattr(self, f)) for f in self.__dataclass_fields__])
 
 
@@ -277,7 +276,7 @@ def advantages_for(run: Run, groups: Groups) -> torch.Tensor:
 
 def rollout_metrics(run: Run, groups: Groups) -> dict[str, float]:
     ro, N = groups.rollout, len(groups.rewards)
-    mean = lambda xs: run.reduce_mean(sum(xs) / max(len(xs), 1))  # noqa: E731
+    mean = lambda xs: run.reduce_mean(sum(xs) / max(len(xs), 1))
     scored = [r for r in groups.rewards if not math.isnan(r)]
     out = {"reward": mean(scored), "unscorable": mean([math.isnan(r) for r in groups.rewards]),
            "completion_length": mean([len(c) for c in ro.completion_ids]), "truncated": mean(ro.truncated)}
@@ -366,280 +365,6 @@ def resume(run: Run) -> None:
     run.stream.load_state(data_state)
     run.progress.update(run.start_step)
     print(f"resumed from {path} at step {run.start_step}", flush=True)
-
-
-# ------------------------------------------------------------------------------------ setup
-
-
-class PromptStream:
-    """This process's prompts in a seeded order, reshuffled each epoch; its position is checkpointed."""
-
-    def __init__(self, n_rows: int, seed: int, rank: int, world: int):
-        self.indices = list(range(rank, n_rows, world))  # disjoint shards, so processes never share a prompt
-        if not self.indices:
-            raise UserError(f"{n_rows} prompts cannot feed {world} processes; use more data or fewer processes.")
-        self.seed, self.epoch, self.offset = seed, 0, 0
-        self._order = self._shuffled()
-
-    def _shuffled(self) -> list[int]:
-        order = list(self.indices)
-        random.Random(self.seed + self.epoch).shuffle(order)
-        return order
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if self.offset == len(self._order):
-                self.epoch, self.offset = self.epoch + 1, 0
-                self._order = self._shuffled()
-            out.append(self._order[self.offset])
-            self.offset += 1
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.offset = state["epoch"], state["offset"]
-        self._order = self._shuffled()
-
-
-@dataclass
-class Run:
-    """Everything a run holds at runtime (the config stays read-only)."""
-
-    cfg: GRPOConfig
-    accelerator: Any
-    model: Any
-    tokenizer: Any
-    engine: Any
-    rewards: list
-    eval_fn: Any
-    rows: list[dict]
-    prompt_ids: list[list[int]]
-    eval_rows: list[dict]
-    eval_prompts: list[list[int]]
-    stream: PromptStream
-    sampling: SamplingSettings
-    loss_fn: LossFn
-    loss_settings: LossSettings
-    optimizer: Any
-    scheduler: Any
-    tracker: Any
-    progress: Any
-    max_steps: int
-    ref_model: Any = None
-    load_tracker: Any = None
-    replay: Any = None
-    start_step: int = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
-
-    @property
-    def local_batch(self) -> int:
-        return self.cfg.per_device_train_batch_size * self.cfg.gradient_accumulation_steps
-
-    def reduce_sum(self, x: float) -> float:
-        return float(self.accelerator.reduce(torch.tensor(float(x), device=self.device), reduction="sum"))
-
-    def reduce_mean(self, x: float) -> float:
-        return self.reduce_sum(x) / self.accelerator.num_processes
-
-    def reduce_max(self, x: float) -> float:
-        t = torch.tensor(float(x), device=self.device)
-        return float(self.accelerator.gather(t.unsqueeze(0)).max())
-
-    def warn(self, msg: str) -> None:
-        if self.accelerator.is_main_process:
-            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-
-    def nullcontext(self):
-        return contextlib.nullcontext()
-
-    def replay_ctx(self, mode: str, key: int):
-        """R2 routing replay: record the old policy's experts, force them on the new policy's forward."""
-        if self.replay is None or (mode == "replay" and self.cfg.num_iterations == 1 and self.engine.exact_logprobs):
-            return contextlib.nullcontext()
-        return self.replay.record(key) if mode == "record" else self.replay.replay(key)
-
-    def replay_clear(self) -> None:
-        if self.replay is not None:
-            self.replay.clear()
-
-    @contextlib.contextmanager
-    def ref_scope(self):
-        if self.ref_model is not None:
-            yield self.ref_model
-        else:  # LoRA: the base model with adapters switched off is the reference, no copy needed
-            with self.accelerator.unwrap_model(self.model).disable_adapter():
-                yield self.model
-
-    def load_tracker_on(self, on: bool) -> None:
-        if self.load_tracker is not None:
-            self.load_tracker.enabled = on
-
-    def set_load_mask(self, mb: StepBatch) -> None:
-        if self.load_tracker is not None:  # count routing of the completion tokens only
-            prompt = torch.zeros_like(mb.attention_mask[:, :-mb.completion_mask.shape[1]])
-            self.load_tracker.set_mask(torch.cat([prompt, mb.attention_mask[:, prompt.shape[1]:]], 1))
-
-    def aux_loss(self) -> torch.Tensor | float:
-        if self.load_tracker is None or self.cfg.router_aux_loss_coef == 0:
-            return 0.0
-        return self.load_tracker.aux_loss(self.cfg.router_aux_loss_coef)
-
-    def after_optimizer_step(self) -> dict[str, float]:
-        """DeepSeek-V3 aux-loss-free balancing from this step's routing counts, plus load metrics."""
-        if self.load_tracker is None:
-            return {}
-        from rl import moe
-
-        t = self.load_tracker
-        t.enabled = False
-        t.all_reduce()  # every process applies the same bias update
-        counts = t.counts()
-        out = moe.expert_load_metrics(counts)
-        if self.cfg.moe_bias_update_speed > 0:
-            out |= moe.update_expert_bias(self.accelerator.unwrap_model(self.model), counts,
-                                          self.cfg.moe_bias_update_speed)
-        t.reset()
-        return out
-
-
-def encode_prompts(rows: list[dict], tokenizer, cfg: GRPOConfig) -> list[list[int]]:
-    """Chat-template each prompt (+ system prompt, + `<think>` prefill); too long is a user error."""
-    out = []
-    for i, row in enumerate(rows):
-        text = generation_prompt(row["prompt"], tokenizer, cfg)
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        if len(ids) > cfg.max_prompt_length:
-            raise UserError(
-                f"prompt {i} of '{cfg.dataset_name}' is {len(ids)} tokens, over max_prompt_length="
-                f"{cfg.max_prompt_length}: raise max_prompt_length or filter long rows out of the data."
-            )
-        out.append(ids)
-    return out
-
-
-def generation_prompt(prompt: Any, tokenizer, cfg: GRPOConfig) -> str:
-    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
-    if cfg.system_prompt:
-        messages = [{"role": "system", "content": cfg.system_prompt}] + messages
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
-                                         prefill_think=cfg.prefill_think)
-    if cfg.prefill_think and not text.rstrip().endswith("<think>"):
-        text += "<think>\n"  # templates that ignore `prefill_think` still get the R1 prefill
-    return text
-
-
-def check_format_reachable(rewards: list, prefilled: bool) -> None:
-    """Fail fast when a format reward cannot be earned: e.g. the template prefills `<think>` but the
-    reward still wants the completion to open it, so every completion would score 0 forever."""
-    ideal = ["<think>\nreasoning\n</think>\n<answer>1</answer>", "<think>\nreasoning\n</think>\n\\boxed{1}"]
-    emitted = [t.removeprefix("<think>\n") if prefilled else t for t in ideal]
-    for fn in rewards:
-        if fn.name in ("format", "tag_count") and max(fn(emitted)) < 1.0:
-            hint = "set params: {think_prefilled: true}" if prefilled else "check its params"
-            raise UserError(
-                f"reward '{fn.name}' gives a well-formed completion {max(fn(emitted))} under this chat template"
-                f" (prefill_think={prefilled}), so it can never be earned: {hint}."
-            )
-
-
-def load_policy(cfg: GRPOConfig, device: torch.device):
-    from transformers import AutoModelForCausalLM
-
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32,
-             "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    kw = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
-    if cfg.attn_implementation:
-        kw["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kw)
-    ref = None
-    if cfg.beta > 0 and not cfg.use_peft:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kw).eval().requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.use_peft:
-        from rl.lora import apply_lora
-
-        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
-    return model, ref
-
-
-def schedule(cfg: GRPOConfig, optimizer, total: int):
-    from transformers import get_scheduler
-
-    return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
-                         num_training_steps=total)
-
-
-def _moe_hooks(cfg: GRPOConfig, model) -> tuple[Any, Any]:
-    from rl import moe
-
-    if not moe.is_moe(model):
-        return None, None
-    tracker = moe.ExpertLoadTracker(model, with_aux_loss=cfg.router_aux_loss_coef > 0)
-    tracker.enabled = False
-    return tracker, moe.RoutingReplay(model) if cfg.routing_replay else None
-
-
-def setup_run(cfg: GRPOConfig) -> Run:
-    from accelerate import Accelerator
-    from rewards.registry import build_rewards
-    from transformers import AutoTokenizer
-    from tqdm import tqdm
-
-    from r1kit.data import load_rows
-    from r1kit.tracking import Tracker
-
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available() and not cfg.use_cpu
-                                                     and torch.cuda.is_bf16_supported())
-    acc = Accelerator(cpu=cfg.use_cpu, mixed_precision="bf16" if bf16 else "no")
-    torch.manual_seed(cfg.seed + acc.process_index)  # different samples per process, reproducible per run
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
-    rewards = build_rewards(cfg.rewards)
-    check_format_reachable(rewards, cfg.prefill_think)
-    rows = load_rows(cfg)
-    prompt_ids = encode_prompts(rows, tokenizer, cfg)
-    eval_rows, eval_prompts, eval_fn = [], [], None
-    if cfg.eval_steps:
-        eval_cfg = replace(cfg, dataset_split=cfg.eval_split, max_samples=cfg.eval_max_samples)
-        eval_rows = load_rows(eval_cfg)[acc.process_index::acc.num_processes]
-        eval_prompts = encode_prompts(eval_rows, tokenizer, cfg)
-        eval_fn = build_rewards([{"name": cfg.eval_reward}])[0]
-    model, ref = load_policy(cfg, acc.device)
-    tracker_hooks, replay = _moe_hooks(cfg, model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
-    prompts_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps // cfg.num_generations
-    max_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
-        len(rows) * cfg.num_train_epochs / (prompts_per_step * acc.num_processes))
-    scheduler = schedule(cfg, optimizer, max_steps * cfg.num_iterations)
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    ref = acc.prepare_model(ref, evaluation_mode=True) if ref is not None else None
-    engine = build_engine(cfg.engine, acc.unwrap_model(model), tokenizer)
-    settings = LossSettings(cfg.epsilon, cfg.clip_high, cfg.beta, cfg.max_completion_length)
-    sampling = SamplingSettings(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k)
-    tracker = Tracker(cfg.output_dir, cfg.report_to, to_dict(cfg), is_main=acc.is_main_process,
-                      stdout_keys=STDOUT_KEYS)
-    progress = tqdm(total=max_steps, desc="grpo", unit="step", disable=not acc.is_main_process, file=sys.stderr)
-    return Run(cfg, acc, model, tokenizer, engine, rewards, eval_fn, rows, prompt_ids, eval_rows, eval_prompts,
-               PromptStream(len(rows), cfg.seed, acc.process_index, acc.num_processes), sampling,
-               get_loss(cfg.loss_type), settings, optimizer, scheduler, tracker, progress, max_steps, ref,
-               tracker_hooks, replay)
-
-
-def teardown_run(run: Run) -> None:
-    run.progress.close()
-    run.tracker.close()
-    if run.load_tracker is not None:
-        run.load_tracker.remove()
-    if run.replay is not None:
-        run.replay.remove()
-    run.accelerator.end_training()
 
 
 @exit_on_user_error

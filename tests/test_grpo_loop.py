@@ -15,10 +15,7 @@ from rl.config import GRPOConfig
 
 torch.set_num_threads(1)
 
-from rewards.registry import register
 
-
-@register("test_letter_share")
 def letter_share(completions, **columns):
     """Share of ASCII letters in the text: varies between an untrained policy's completions, so groups
     have reward variance and the policy moves (registry rewards score 0 on random text).
@@ -30,6 +27,15 @@ def letter_share(completions, **columns):
 
 
 REWARDS = [{"name": "accuracy"}, {"name": "test_letter_share"}]
+
+
+@pytest.fixture(autouse=True)
+def letter_share_reward(monkeypatch):
+    """`test_letter_share` in the reward registry for one test only, so registry listings elsewhere
+    never depend on which test modules ran first. Import this fixture to use the reward elsewhere."""
+    from rewards import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "test_letter_share", letter_share)
 
 
 def make_cfg(tiny_dir, out, **over) -> GRPOConfig:
@@ -44,15 +50,16 @@ def params(run) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in run.accelerator.unwrap_model(run.model).named_parameters()}
 
 
-def capture_grads(run) -> dict[str, torch.Tensor]:
-    """Record the gradients the optimizer is given (Adam's update would amplify float noise in tiny grads)."""
+def capture_grads(run, step: bool = True) -> dict[str, torch.Tensor]:
+    """Record the gradients the optimizer is given (Adam's update would amplify float noise in tiny grads);
+    with step=False the optimizer step is skipped, so several updates see the same weights."""
     grads: dict[str, torch.Tensor] = {}
-    step = run.optimizer.step
+    real_step = run.optimizer.step
 
     def recording_step(*args, **kwargs):
         for n, p in run.accelerator.unwrap_model(run.model).named_parameters():
             grads[n] = torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
-        return step(*args, **kwargs)
+        return real_step(*args, **kwargs) if step else None
 
     run.optimizer.step = recording_step
     return grads
@@ -148,7 +155,10 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_tops_up(tiny_dir, tmp_p
 
 def test_hf_engine_logprobs_match_the_training_forward(tiny_dir, tmp_path):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, temperature=0.7))
-    batch = fixed_batch(run, torch.zeros(8))
+    first = fixed_batch(run, torch.zeros(8)).input_ids[:, -12:]
+    run.engine.eos_id = first.flatten().mode().values.item()  # a frequent token as "EOS": rows end early (pruned)
+    batch = fixed_batch(run, torch.zeros(8), seed=1)
+    assert (batch.completion_mask.sum(1) < batch.completion_mask.shape[1]).any()
     with torch.no_grad():
         logps, _ = grpo.token_logps(run.model, batch, run.cfg.temperature)
     m = batch.completion_mask
@@ -207,3 +217,59 @@ def test_non_finite_loss_skips_the_optimizer_step(tiny_dir, tmp_path, capsys):
     assert "step skipped" in capsys.readouterr().err
     assert all(torch.equal(before[n], p) for n, p in params(run).items())
     grpo.teardown_run(run)
+
+
+# ------------------------------------------------------------------------------------ rollouts
+
+
+def test_lean_engine_greedy_matches_hf_generate(tiny_dir, tmp_path):
+    from rl.engine import SamplingSettings, left_pad
+
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
+    prompts = run.prompt_ids[:8]
+    first = run.engine.generate(prompts, SamplingSettings(12, greedy=True)).completion_ids
+    # An untrained policy rarely emits EOS: call a token it does emit mid-way "EOS", so rows end at
+    # different steps and the engine drops finished rows from its batch and cache.
+    eos = first[0][3]
+    run.engine.eos_id = eos
+    ours = run.engine.generate(prompts, SamplingSettings(12, greedy=True))
+    assert len({len(c) for c in ours.completion_ids}) > 1, "rows should end at different steps"
+    ids, mask = left_pad(prompts, run.tokenizer.pad_token_id)
+    with torch.no_grad():
+        ref = run.accelerator.unwrap_model(run.model).generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+            pad_token_id=run.tokenizer.pad_token_id, eos_token_id=eos)
+    for row, got in zip(ref[:, ids.shape[1]:].tolist(), ours.completion_ids):
+        assert got == (row[:row.index(eos) + 1] if eos in row else row)
+    grpo.teardown_run(run)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(1, 1.0), (0, 1e-6), (3, 0.9)])
+def test_top_k_top_p_only_draw_allowed_tokens(top_k, top_p):
+    from rl.engine import SamplingSettings, sample_token
+
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.5, -1.0]]).repeat(200, 1)  # (N, V)
+    s = SamplingSettings(1, temperature=1.0, top_k=top_k, top_p=top_p)
+    torch.manual_seed(0)
+    tok, logp = sample_token(logits, s)
+    allowed = {0} if (top_k == 1 or top_p < 1e-3) else {0, 1, 2}  # 0.9 of the mass needs the top three
+    assert set(tok.tolist()) == allowed
+    # log-probs are those of the untruncated distribution at temperature 1, which the trainer scores
+    torch.testing.assert_close(logp, torch.log_softmax(logits, -1).gather(1, tok[:, None]).squeeze(1))
+
+
+def test_sharded_process_that_is_full_still_joins_every_sampling_round(tiny_dir, tmp_path, monkeypatch):
+    """Under FSDP each forward is a collective: a process whose batch is full must keep sampling (one
+    set-aside group per round) while another process is still short, or the collectives fall out of step."""
+    calls = []
+    for sharded in (False, True):
+        monkeypatch.setattr("rl.setup.is_sharded", lambda acc, s=sharded: s)
+        run = grpo.setup_run(make_cfg(tiny_dir, tmp_path / str(sharded), max_sampling_rounds=2))
+        run.reduce_max = lambda x: max(x, 1.0)  # another process is still short in every round
+        real = run.engine.generate
+        run.engine.generate = lambda p, s, real=real, tag=sharded: calls.append((tag, len(p))) or real(p, s)
+        groups, m = grpo.collect(run)  # letter-share rewards vary: this process is full after round 0
+        assert len(groups.rewards) == 8 and m["sampled_groups"] == 2.0
+        grpo.teardown_run(run)
+    assert [n for s, n in calls if not s] == [8]  # unsharded: one generate call, then idle rounds
+    assert [n for s, n in calls if s] == [8, 4, 4]  # sharded: one group per extra round

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rl import grpo
-from tests.test_grpo_loop import REWARDS, fixed_batch, make_cfg, norm_for  # noqa: F401 (registers the reward)
+from tests.test_grpo_loop import fixed_batch, letter_share_reward, make_cfg, norm_for  # noqa: F401 (fixture)
 
 torch.set_num_threads(1)
 
@@ -59,10 +59,31 @@ def test_bias_update_moves_expert_load_toward_uniform(tiny_dir, tmp_path):
     assert off[0] == pytest.approx(loads[0]) and off[-1] == pytest.approx(off[0])  # gamma 0: nothing moves
 
 
-def test_routing_replay_and_aux_loss_run_with_multiple_iterations(tiny_dir, tmp_path):
+def test_routing_replay_forces_the_recorded_experts_in_the_update(tiny_dir, tmp_path):
+    cfg = make_cfg(tiny_dir, tmp_path, routing_replay=True, num_iterations=2, moe_bias_update_speed=0.0)
+    run = grpo.setup_run(cfg)
+    batch = fixed_batch(run, torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0]))
+    grpo.fill_old_and_ref(run, batch)  # mu = 2: old log-probs, recording each micro-batch's routing
+    records = run.replay._records
+    assert records and batch.old_logps is not None
+    natural = {layer: idx.unique().numel() for rec in records.values() for layer, idx in rec.items()}
+    assert max(natural.values()) > 2  # left alone, the routers spread tokens over more than two experts
+    for rec in records.values():  # rewrite the record: every token to experts 0 and 1
+        for layer, idx in rec.items():
+            rec[layer] = torch.stack([torch.zeros_like(idx[:, 0]), torch.ones_like(idx[:, 0])], 1)
+    seen = []
+    counts = run.load_tracker.counts
+    run.load_tracker.counts = lambda: seen.append(counts()) or seen[-1]
+    grpo.update(run, batch, grpo.Normalizers(8.0, batch.completion_mask.sum().item()))
+    # the training forward routed exactly as recorded: only experts 0 and 1 carried tokens
+    assert seen and all(c[:2].sum() > 0 and c[2:].sum() == 0 for c in seen[0].values()), seen
+    grpo.teardown_run(run)
+
+
+def test_routing_replay_and_aux_loss_run_in_a_full_step(tiny_dir, tmp_path):
     cfg = make_cfg(tiny_dir, tmp_path, routing_replay=True, num_iterations=2, router_aux_loss_coef=1e-3)
     run = grpo.setup_run(cfg)
     m = grpo.train_step(run, 1)
     assert m["skipped_steps"] == 0.0 and "moe/entropy" in m
-    assert run.replay is not None
+    assert not run.replay._records  # cleared once the step is done
     grpo.teardown_run(run)

@@ -13,7 +13,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-STEPS = 6
+from rl.grpo import main
+from tests.test_grpo_loop import letter_share_reward  # noqa: F401  (autouse fixture: the test reward, per test)
+
+STEPS = 4  # kill once checkpoint-2 exists; the resumed run still has steps left to take
 
 
 def argv(tiny_dir: Path, out: Path) -> list[str]:
@@ -38,7 +41,6 @@ def state_tensors(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path):
-    ref = launch(tiny_dir, tmp_path / "ref")
     killed_dir = tmp_path / "killed"
     victim = launch(tiny_dir, killed_dir)
     deadline = time.monotonic() + 240
@@ -53,10 +55,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path):
     last = max(int(p.name.split("-")[1]) for p in killed_dir.glob("checkpoint-*"))
 
     resumed = launch(tiny_dir, killed_dir)
+    main(argv(tiny_dir, tmp_path / "ref"))  # the uninterrupted run, in this process while the other resumes
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert f"at step {last}" in out
-    assert ref.wait(timeout=300) == 0, ref.stderr.read()[-3000:]
 
     a, b = state_tensors(tmp_path / "ref" / f"checkpoint-{STEPS}"), state_tensors(killed_dir / f"checkpoint-{STEPS}")
     first = state_tensors(tmp_path / "ref" / "checkpoint-1")
@@ -68,8 +70,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import test_grpo_loop  # noqa: F401  registers the test reward `test_letter_share`
+    from test_grpo_loop import letter_share
 
-    from rl.grpo import main
+    from rewards.registry import register
+
+    register("test_letter_share")(letter_share)  # this child process only
 
     main(sys.argv[1:])
