@@ -8,8 +8,8 @@ with r1kit's defaults (warmup, dynamic sampling). Two seeds, so a lucky draw can
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,8 +22,19 @@ from rl import grpo
 from rl.config import GRPOConfig
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from _start_point import DIFFICULTY, TASK, build_start_point, held_out_accuracy
+
+
+def _load_start_point():
+    # Loaded by path: putting benchmarks/ on sys.path would shadow the math_verify package with
+    # benchmarks/math_verify.py for every test collected afterwards.
+    spec = importlib.util.spec_from_file_location("_start_point", REPO / "benchmarks" / "_start_point.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_sp = _load_start_point()
+DIFFICULTY, TASK, build_start_point, held_out_accuracy = _sp.DIFFICULTY, _sp.TASK, _sp.build_start_point, _sp.held_out_accuracy
 
 STEPS, HELD_OUT = 60, 100
 MARGIN = 0.10  # absolute held-out accuracy gain GRPO must show
