@@ -37,3 +37,14 @@ def tiny_dir(tmp_path_factory):
 def pytest_configure(config):
     # Benchmarks load offline in tests: point the registry at the shared data dir unless set.
     os.environ.setdefault("R1KIT_DATA_DIR", str(_data_dir()))
+
+
+@pytest.fixture(scope="module")
+def few_threads():
+    """At most 2 torch threads for a module: tiny models gain nothing from more on a shared box."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(2, previous))
+    yield
+    torch.set_num_threads(previous)

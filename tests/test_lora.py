@@ -20,12 +20,7 @@ from rl.lora import (
 from rl.moe import find_routers, update_expert_bias
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("few_threads")
 
 
 def tiny_llama(seed: int = 0) -> torch.nn.Module:

@@ -26,13 +26,7 @@ from rl.moe import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads():
-    # The CPU box is shared: tiny models gain nothing from more threads.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("few_threads")
 
 
 def tiny_moe(seed: int = 0) -> torch.nn.Module:
