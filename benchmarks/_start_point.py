@@ -25,6 +25,7 @@ from pathlib import Path
 
 from r1kit import synth
 
+REPO = Path(__file__).resolve().parents[1]
 TASK, DIFFICULTY = "arithmetic", 1  # held-out 2-digit addition/subtraction, the GRPO benchmark task
 DONE_FILE = "start_point.json"
 
@@ -57,22 +58,34 @@ def sft(policy: Path, out: Path, steps: int, seed: int, lr: float, batch: int) -
     tokenizer.save_pretrained(out / "policy")
 
 
-def build_start_point(out_dir: str | Path, seed: int = 0, sft_steps: int = 1000, lr: float = 1e-3,
-                      base: str = "student", batch: int = 16) -> Path:
-    """`out_dir/policy`: build_tiny's `base` model ("policy": the MoE, "student": the dense Qwen3) after
-    `sft_steps` TRL SFT steps of `batch` examples; cached."""
+def pretrain(base: Path, out: Path, seed: int) -> Path:
+    """`sft.pretrain` with the student recipe (plain-text worked problems, train split): the base that
+    copies and combines operands, as the README demo builds it."""
+    from sft import pretrain as stage
+
+    stage.main(["--config", str(REPO / "recipes/tiny/pretrain_student.yaml"), "--model_name_or_path", str(base),
+                "--output_dir", str(out / "pretrain"), "--seed", str(seed), "--torch_threads", "2",
+                "--eval_accuracy_examples", "0"])
+    return out / "pretrain"
+
+
+def build_start_point(out_dir: str | Path, seed: int = 0, sft_steps: int = 300, lr: float = 7e-4,
+                      base: str = "student", batch: int = 16, pretrained: bool = True) -> Path:
+    """`out_dir/policy`: build_tiny's `base` model ("policy": the MoE, "student": the dense Qwen3), pretrained
+    with `sft.pretrain` when `pretrained`, then `sft_steps` TRL SFT steps of `batch` examples; cached."""
     import torch
 
     from r1kit.tiny import build_tiny
 
     out = Path(out_dir)
     done = out / DONE_FILE
-    want = {"seed": seed, "sft_steps": sft_steps, "lr": lr, "base": base, "batch": batch}
+    want = {"seed": seed, "sft_steps": sft_steps, "lr": lr, "base": base, "batch": batch, "pretrained": pretrained}
     if done.is_file() and json.loads(done.read_text()) == want:
         return out / "policy"
     torch.manual_seed(seed)
     tiny = build_tiny(out / "tiny", seed=seed)
-    sft(getattr(tiny, base), out, sft_steps, seed, lr, batch)
+    start = pretrain(getattr(tiny, base), out, seed) if pretrained else getattr(tiny, base)
+    sft(start, out, sft_steps, seed, lr, batch)
     done.write_text(json.dumps(want))  # written last: a crashed build is rebuilt, not reused
     return out / "policy"
 
@@ -100,15 +113,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sft_steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--sft_steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=7e-4)
+    p.add_argument("--no_pretrain", dest="pretrained", action="store_false", help="SFT straight from build_tiny")
     p.add_argument("--base", choices=["policy", "student"], default="student")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--eval_samples", type=int, default=200)
     a = p.parse_args()
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    policy = build_start_point(a.out, a.seed, a.sft_steps, a.lr, a.base, a.batch)
+    policy = build_start_point(a.out, a.seed, a.sft_steps, a.lr, a.base, a.batch, a.pretrained)
     built = time.perf_counter() - t0
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
