@@ -67,6 +67,14 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
         2.0, "Truncated importance sampling cap C: weight = min(pi_old / pi_engine, C).", gt=0
     )
 
+    # Scoring layout (rl/packing.py): same log-probs, fewer tokens.
+    pack_groups: bool = arg(
+        True, "Score each group as one packed row (its prompt once, no padding); needs sdpa or eager attention."
+    )
+    pack_max_length: int = arg(
+        4096, "Longest packed row (prompt + all G completions); longer groups are scored as padded rows.", gt=0
+    )
+
     # MoE policies (DeepSeek-V3 routers).
     moe_bias_update_speed: float = arg(
         1e-3, "gamma of the aux-loss-free balancing bias update (0 disables).", ge=0

@@ -81,15 +81,21 @@ class HFEngine:
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
         from transformers import DynamicCache
 
-        ids, mask = left_pad(prompts, self.pad_id)  # (N, P)
+        # A group repeats its prompt G times: prefill each distinct prompt once, then copy its cache rows.
+        distinct: dict[tuple[int, ...], int] = {}
+        inverse = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        ids, mask = left_pad([list(p) for p in distinct], self.pad_id)  # (U, P)
         device = next(self.model.parameters()).device
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask, inverse = ids.to(device), mask.to(device), torch.tensor(inverse, device=device)
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; also turns gradient checkpointing off
         cache = DynamicCache(config=self.model.config)
         # Positions count from each row's first real token, as the trainer's forward does.
-        pos = (mask.cumsum(1) - 1).clamp(min=0)  # (N, P)
-        logits = self._forward(ids, mask, pos, cache)  # (A, V), A = rows still decoding
+        pos = (mask.cumsum(1) - 1).clamp(min=0)  # (U, P)
+        logits = self._forward(ids, mask, pos, cache)[inverse]  # (A, V), A = rows still decoding
+        if len(distinct) < len(prompts):
+            cache.batch_select_indices(inverse)
+        mask, pos = mask[inverse], pos[inverse]  # (N, P)
         rows = torch.arange(len(prompts), device=device)  # (A,) batch index of each decoding row
         done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # (A,)
         out_ids = torch.full((len(prompts), sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
@@ -141,7 +147,9 @@ def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tenso
     if s.greedy:
         tok = logp.argmax(-1)
     else:
-        tok = torch.multinomial(torch.exp(_truncate(logp, s)), 1).squeeze(1)
+        # Exponential race: argmax p_i / E_i with E_i ~ Exp(1) draws i with probability p_i, as
+        # torch.multinomial does, in one elementwise pass (4x cheaper per step here; vLLM samples so too).
+        tok = (torch.exp(_truncate(logp, s)) / torch.empty_like(logp).exponential_()).argmax(-1)
     return tok, logp.gather(-1, tok.unsqueeze(1)).squeeze(1)
 
 

@@ -36,6 +36,7 @@ from r1kit.errors import exit_on_user_error
 from rl.config import GRPOConfig
 from rl.engine import Rollout, left_pad
 from rl.losses import Normalizers, PolicyBatch, group_advantages
+from rl.packing import Packed, pack_groups, packed_logits
 from rl.setup import Run, encode_prompts, setup_run, teardown_run  # noqa: F401  (encode_prompts: re-export)
 
 
@@ -137,10 +138,11 @@ class StepBatch:
     engine_logps: torch.Tensor  # (N, T)
     old_logps: torch.Tensor | None = None  # (N, T) when it differs from the current policy's
     ref_logps: torch.Tensor | None = None  # (N, T) when beta > 0
+    packed: Packed | None = None  # the same rows packed group by group (rl/packing.py), when used
 
     def slice(self, i: int, j: int) -> StepBatch:
         cut = lambda t: None if t is None else t[i:j]
-        return StepBatch(*[cut(getattr(self, f)) for f in self.__dataclass_fields__])
+        return StepBatch(*[cut(getattr(self, f)) for f in self.__dataclass_fields__ if f != "packed"])
 
 
 def _pad_right(rows: list[list], value, width: int, dtype) -> torch.Tensor:
@@ -169,16 +171,19 @@ def to_tensors(run: Run, groups: Groups, advantages: torch.Tensor) -> StepBatch:
 
 def token_logps(model, b: StepBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, T) log-probs of the completion tokens and (N, T) entropies (detached) under `model`."""
-    T = b.completion_mask.shape[1]
-    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                   use_cache=False, logits_to_keep=T + 1).logits[:, :-1].float() / temperature  # (N, T, V)
-    targets = b.input_ids[:, -T:]
-    # log p(token) = logit - logsumexp: avoids materialising a second (N, T, V) log-softmax tensor.
-    lse = torch.logsumexp(logits, -1)
-    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    N, T = b.completion_mask.shape
+    if b.packed is None:
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
+                       use_cache=False, logits_to_keep=T + 1).logits[:, :-1]  # (N, T, V)
+        flat, index = logits.flatten(0, 1), torch.arange(N * T, device=logits.device).view(N, T)
+    else:
+        flat, index = packed_logits(model, b.packed), b.packed.index  # (M, V), (N, T) rows of it
+    flat = flat.float() / temperature
+    # log p(token) = logit - logsumexp: avoids materialising a second log-softmax tensor.
+    lse = torch.logsumexp(flat, -1)  # (M,)
+    logps = flat[index, b.input_ids[:, -T:]] - lse[index]
     with torch.no_grad():
-        probs = torch.softmax(logits, -1)
-        entropy = lse - (probs * logits).sum(-1)
+        entropy = (lse - (torch.softmax(flat, -1) * flat).sum(-1))[index]
     return logps, entropy
 
 
@@ -190,6 +195,15 @@ def _micro_batches(run: Run, n: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def micro_batch(run: Run, b: StepBatch, i: int, j: int) -> StepBatch:
+    """Rows i:j, packed group by group when `pack_groups` is on and the rows allow it."""
+    mb = b.slice(i, j)
+    if run.cfg.pack_groups:
+        mb.packed = pack_groups(mb.input_ids, mb.attention_mask, mb.completion_mask.shape[1], run.cfg.num_generations,
+                                run.attn_implementation, run.cfg.pack_max_length)
+    return mb
+
+
 @torch.no_grad()
 def fill_old_and_ref(run: Run, b: StepBatch) -> None:
     """Old log-probs when they differ from the current policy's (mu > 1, or an inexact engine), recording
@@ -197,7 +211,7 @@ def fill_old_and_ref(run: Run, b: StepBatch) -> None:
     need_old = run.cfg.num_iterations > 1 or not run.engine.exact_logprobs
     olds, refs = [], []
     for k, (i, j) in enumerate(_micro_batches(run, len(b.advantages))):
-        mb = b.slice(i, j)
+        mb = micro_batch(run, b, i, j)
         if need_old:
             with run.replay_ctx("record", k):
                 olds.append(token_logps(run.model, mb, run.cfg.temperature)[0])
@@ -215,7 +229,7 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
     finite = True
     run.load_tracker_on(True)
     for k, (i, j) in enumerate(spans):
-        mb = b.slice(i, j)
+        mb = micro_batch(run, b, i, j)
         sync = run.accelerator.no_sync(run.model) if k < len(spans) - 1 else run.nullcontext()
         with sync, run.replay_ctx("replay", k):
             run.set_load_mask(mb)

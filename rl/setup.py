@@ -98,6 +98,11 @@ class Run:
     start_step: int = 0
 
     @property
+    def attn_implementation(self) -> str | None:
+        """The policy's attention backend: packed scoring needs one that takes a custom 4D mask."""
+        return getattr(self.accelerator.unwrap_model(self.model).config, "_attn_implementation", None)
+
+    @property
     def device(self) -> torch.device:
         return self.accelerator.device
 
@@ -150,7 +155,9 @@ class Run:
             self.load_tracker.enabled = on
 
     def set_load_mask(self, mb: Any) -> None:  # a grpo.StepBatch
-        if self.load_tracker is not None:  # count routing of the completion tokens only
+        if self.load_tracker is not None and mb.packed is not None:
+            self.load_tracker.set_mask(mb.packed.counted)
+        elif self.load_tracker is not None:  # count routing of the completion tokens only
             prompt = torch.zeros_like(mb.attention_mask[:, :-mb.completion_mask.shape[1]])
             self.load_tracker.set_mask(torch.cat([prompt, mb.attention_mask[:, prompt.shape[1]:]], 1))
 

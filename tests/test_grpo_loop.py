@@ -222,11 +222,13 @@ def test_non_finite_loss_skips_the_optimizer_step(tiny_dir, tmp_path, capsys):
 # ------------------------------------------------------------------------------------ rollouts
 
 
-def test_lean_engine_greedy_matches_hf_generate(tiny_dir, tmp_path):
+@pytest.mark.parametrize("grouped", [False, True], ids=["distinct", "groups"])
+def test_lean_engine_greedy_matches_hf_generate(tiny_dir, tmp_path, grouped):
     from rl.engine import SamplingSettings, left_pad
 
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
-    prompts = run.prompt_ids[:8]
+    # groups: repeated prompts are prefilled once and their cache rows copied
+    prompts = [p for p in run.prompt_ids[:3] for _ in range(3)] if grouped else run.prompt_ids[:8]
     first = run.engine.generate(prompts, SamplingSettings(12, greedy=True)).completion_ids
     # An untrained policy rarely emits EOS: call a token it does emit mid-way "EOS", so rows end at
     # different steps and the engine drops finished rows from its batch and cache.
@@ -256,6 +258,17 @@ def test_top_k_top_p_only_draw_allowed_tokens(top_k, top_p):
     assert set(tok.tolist()) == allowed
     # log-probs are those of the untruncated distribution at temperature 1, which the trainer scores
     torch.testing.assert_close(logp, torch.log_softmax(logits, -1).gather(1, tok[:, None]).squeeze(1))
+
+
+def test_sampling_draws_tokens_with_their_probabilities():
+    from rl.engine import SamplingSettings, sample_token
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    torch.manual_seed(0)
+    tok, _ = sample_token(logits.repeat(40_000, 1), SamplingSettings(1, temperature=0.8))
+    freq = torch.bincount(tok, minlength=5).float() / tok.numel()
+    # 40k draws: the standard error of each frequency is below 0.0025
+    torch.testing.assert_close(freq, torch.softmax(logits[0] / 0.8, -1), rtol=0, atol=0.01)
 
 
 def test_sharded_process_that_is_full_still_joins_every_sampling_round(tiny_dir, tmp_path, monkeypatch):
