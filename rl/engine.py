@@ -147,9 +147,12 @@ def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tenso
     if s.greedy:
         tok = logp.argmax(-1)
     else:
-        # Exponential race: argmax p_i / E_i with E_i ~ Exp(1) draws i with probability p_i, as
-        # torch.multinomial does, in one elementwise pass (4x cheaper per step here; vLLM samples so too).
-        tok = (torch.exp(_truncate(logp, s)) / torch.empty_like(logp).exponential_()).argmax(-1)
+        # Inverse CDF: one uniform per row, u in (0, 1], and the first token whose cumulative mass reaches
+        # it (a zero-probability token never does). The same distribution as torch.multinomial, which
+        # costs ~4x more per decode step on CPU here.
+        cdf = torch.exp(_truncate(logp, s)).cumsum(-1)  # (N, V)
+        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]
+        tok = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return tok, logp.gather(-1, tok.unsqueeze(1)).squeeze(1)
 
 

@@ -210,6 +210,8 @@ def fill_old_and_ref(run: Run, b: StepBatch) -> None:
     the routing for replay; reference log-probs when beta > 0."""
     need_old = run.cfg.num_iterations > 1 or not run.engine.exact_logprobs
     olds, refs = [], []
+    if not need_old and run.cfg.beta == 0:
+        return
     for k, (i, j) in enumerate(_micro_batches(run, len(b.advantages))):
         mb = micro_batch(run, b, i, j)
         if need_old:
@@ -246,6 +248,7 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
             run.accelerator.backward(loss * run.accelerator.num_processes)
         sums["loss"] += loss.item()
         sums["entropy"] += (entropy * mb.completion_mask).sum().item()
+        sums["entropy_tokens"] = sums.get("entropy_tokens", 0.0) + mb.completion_mask.sum().item()
         for key, v in stats.items():
             sums[key] = sums.get(key, 0.0) + v.item()
     return {**_finish_step(run, finite), **_token_means(run, sums, norm)}
@@ -267,10 +270,12 @@ def _finish_step(run: Run, finite_loss: bool) -> dict[str, float]:
 
 
 def _token_means(run: Run, sums: dict[str, float], norm: Normalizers) -> dict[str, float]:
-    local = {k: v for k, v in sums.items() if k != "loss"}
+    local = {k: v for k, v in sums.items() if k not in ("loss", "entropy", "entropy_tokens")}
     tokens = max(norm.num_tokens, 1.0)
     out = {k: run.reduce_sum(v) / tokens for k, v in local.items()}
     out["loss"] = run.reduce_sum(sums["loss"])
+    # entropy over the tokens that were scored (groups without advantage may have been skipped)
+    out["entropy"] = run.reduce_sum(sums["entropy"]) / max(run.reduce_sum(sums.get("entropy_tokens", 0.0)), 1.0)
     return out
 
 
@@ -286,6 +291,21 @@ def advantages_for(run: Run, groups: Groups) -> torch.Tensor:
             valid.pow(2).sum().item())
         batch_std = torch.tensor(math.sqrt(max(sq - s * s / max(n, 1), 0.0) / max(n - 1, 1)))
     return group_advantages(rewards, run.cfg.num_generations, run.cfg.scale_rewards, batch_std)
+
+
+def with_advantage(run: Run, b: StepBatch) -> StepBatch:
+    """Drop the groups whose advantages are all 0: with beta == 0 their loss and gradient are exactly 0
+    (the normalisers were counted before, over every row), so scoring them is wasted work. Kept when other
+    processes need the same micro-batches (sharded weights), or when the MoE load statistics and router
+    aux loss must see every token. One group always stays, so DDP still joins the gradient all-reduce."""
+    if run.cfg.beta > 0 or run.sharded or run.load_tracker is not None:
+        return b
+    keep = (b.advantages.view(-1, run.cfg.num_generations) != 0).any(1)  # (groups,)
+    if keep.all():
+        return b
+    keep[0] |= not keep.any()
+    rows = keep.repeat_interleave(run.cfg.num_generations).nonzero().squeeze(1)
+    return StepBatch(*[None if t is None else t[rows] for t in (getattr(b, f) for f in b.__dataclass_fields__)])
 
 
 def rollout_metrics(run: Run, groups: Groups) -> dict[str, float]:
@@ -314,9 +334,10 @@ def train_step(run: Run, step: int) -> dict[str, float]:
         run.warn(f"step {step}: a reward function returned inf/NaN: step skipped; check the reward functions.")
         return {**metrics, "skipped_steps": 1.0}
     batch = to_tensors(run, groups, advantages_for(run, groups))
-    fill_old_and_ref(run, batch)
     norm = Normalizers(num_seqs=run.reduce_sum(float(len(batch.advantages))),
                        num_tokens=run.reduce_sum(batch.completion_mask.sum().item()))
+    batch = with_advantage(run, batch)
+    fill_old_and_ref(run, batch)
     for _ in range(run.cfg.num_iterations):
         metrics |= update(run, batch, norm)
     run.replay_clear()

@@ -41,34 +41,39 @@ def pack_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, width: in
     if N % group_size or (attn_implementation or "sdpa") not in MASKABLE:
         return None
     ids, real = input_ids.tolist(), attention_mask.bool().tolist()
-    rows, segments, positions, starts = [], [], [], []  # starts[n]: (packed row, first completion slot)
+    rows: list[list[int]] = []
+    segments: list[list[int]] = []
+    positions: list[list[int]] = []
+    starts = []  # per completion: (packed row, first slot, prompt length, completion length)
     for g in range(N // group_size):
         group = range(g * group_size, (g + 1) * group_size)
         prompt = [t for t, m in zip(ids[group[0]][:P], real[group[0]][:P]) if m]
-        seq, seg, pos = list(prompt), [0] * len(prompt), list(range(len(prompt)))
+        fresh = True
         for k, n in enumerate(group):
             if ids[n][:P] != ids[group[0]][:P] or real[n][:P] != real[group[0]][:P]:
                 return None  # not a group: rows do not share a prompt
             comp = [t for t, m in zip(ids[n][P:], real[n][P:]) if m]
-            starts.append((g, len(seq), len(prompt), len(comp)))
-            seq += comp
-            seg += [k + 1] * len(comp)
-            pos += range(len(prompt), len(prompt) + len(comp))
-        rows.append(seq)
-        segments.append(seg)
-        positions.append(pos)
+            if len(prompt) + len(comp) > max_length:
+                return None
+            if fresh or len(rows[-1]) + len(comp) > max_length:  # a full row: the rest of the group starts another
+                rows.append(list(prompt))
+                segments.append([0] * len(prompt))
+                positions.append(list(range(len(prompt))))
+                fresh = False
+            starts.append((len(rows) - 1, len(rows[-1]), len(prompt), len(comp)))
+            rows[-1] += comp
+            segments[-1] += [k + 1] * len(comp)
+            positions[-1] += range(len(prompt), len(prompt) + len(comp))
     L = max(len(r) for r in rows)
-    if L > max_length:
-        return None
     pad = lambda xs, v: torch.tensor([x + [v] * (L - len(x)) for x in xs], dtype=torch.long, device=input_ids.device)
     seg = pad(segments, -1)  # (R, L): 0 prompt, k completion k, -1 padding
     causal = torch.ones(L, L, dtype=torch.bool, device=input_ids.device).tril()
     same = seg.unsqueeze(2) == seg.unsqueeze(1)  # (R, L, L)
     allowed = causal & (same | (seg == 0).unsqueeze(1))  # a completion sees the prompt and itself
     index = torch.zeros(N, width, dtype=torch.long)
-    for n, (g, start, p, c) in enumerate(starts):
+    for n, (r, start, p, c) in enumerate(starts):
         # token 0 is predicted by the last prompt position, token t by the completion's token t - 1
-        index[n, :c] = g * L + torch.tensor([p - 1] + list(range(start, start + c - 1)))
+        index[n, :c] = r * L + torch.tensor([p - 1] + list(range(start, start + c - 1)))
     mask = allowed.unsqueeze(1)
     if attn_implementation == "eager":  # eager attention adds the mask to its scores
         mask = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)

@@ -132,6 +132,28 @@ def test_zero_variance_group_gets_zero_advantage_and_no_gradient(tiny_dir, tmp_p
     grpo.teardown_run(run)
 
 
+def test_groups_without_advantage_are_skipped_with_the_same_gradient(tiny_dir, tmp_path):
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, model_name_or_path=str(tiny_dir / "student"),
+                                  per_device_train_batch_size=12))
+    varied = grpo.advantages_for(run, grpo.Groups(rewards=[0.0, 1.0, 0.0, 1.0]))
+    batch = fixed_batch(run, torch.cat([torch.zeros(4), varied, torch.zeros(4)]))
+    kept = grpo.with_advantage(run, batch)
+    assert kept.advantages.tolist() == varied.tolist()
+    assert torch.equal(kept.input_ids, batch.input_ids[4:8])
+    norm = norm_for(batch)  # counted over every row, as train_step does
+    full = capture_grads(run, step=False)
+    grpo.update(run, batch, norm)
+    skipped = capture_grads(run, step=False)
+    grpo.update(run, kept, norm)
+    for name in full:
+        torch.testing.assert_close(skipped[name], full[name], rtol=1e-5, atol=1e-7, msg=name)
+    grpo.teardown_run(run)
+    moe = grpo.setup_run(make_cfg(tiny_dir, tmp_path / "moe"))  # MoE load statistics count every token
+    batch = fixed_batch(moe, torch.zeros(8))
+    assert grpo.with_advantage(moe, batch) is batch
+    grpo.teardown_run(moe)
+
+
 def test_unscorable_completion_is_left_out_of_the_group(tiny_dir, tmp_path):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
     adv = grpo.advantages_for(run, grpo.Groups(rewards=[1.0, 0.0, math.nan, 1.0] * 2))

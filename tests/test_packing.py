@@ -69,8 +69,16 @@ def test_pack_falls_back_to_padded_rows_when_it_does_not_apply():
     ids, mask = _toy([[5, 6], [5, 7]], [[7, 8], [9]])
     assert pack_groups(ids, mask, 3, 2, "sdpa", 100) is None  # rows of a "group" with different prompts
     ids, mask = _toy([[5, 6], [5, 6]], [[7, 8], [9]])
-    assert pack_groups(ids, mask, 3, 2, "sdpa", 4) is None  # longer than max_length
+    assert pack_groups(ids, mask, 3, 2, "sdpa", 3) is None  # prompt + one completion over max_length
     assert pack_groups(ids, mask, 3, 2, "flash_attention_2", 100) is None  # no custom 4D masks
     assert pack_groups(ids, mask, 3, 4, "sdpa", 100) is None  # not whole groups
     eager = pack_groups(ids, mask, 3, 2, "eager", 100).attention_mask
     assert eager.dtype == torch.float32 and eager[0, 0, 0, 1] < -1e30 and eager[0, 0, 1, 0] == 0
+
+
+def test_a_group_longer_than_max_length_spans_several_rows():
+    ids, mask = _toy([[5, 6]] * 3, [[7, 8], [9], [4, 3, 2]])
+    p = pack_groups(ids, mask, 3, 3, "sdpa", 5)
+    assert p.input_ids.tolist() == [[5, 6, 7, 8, 9], [5, 6, 4, 3, 2]]  # each row repeats the prompt
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 2], [0, 1, 2, 3, 4]]
+    assert p.index.tolist() == [[1, 2, 0], [1, 0, 0], [6, 7, 8]]  # row 1 starts at flat position 5
