@@ -72,8 +72,8 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
         True, "Score each group as one packed row (its prompt once, no padding); needs sdpa or eager attention."
     )
     pack_max_length: int = arg(
-        256, "Longest packed row: a group spreads over several rows (each with the prompt) beyond it; the mask is "
-        "dense (quadratic in this), and a prompt + completion longer than it is scored as a padded row.", gt=0
+        256, "Target length of a packed row: a group spreads over several rows (each with the prompt) beyond it; "
+        "the attention mask is dense, quadratic in this.", gt=0
     )
 
     # MoE policies (DeepSeek-V3 routers).

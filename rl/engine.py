@@ -149,9 +149,13 @@ def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tenso
     else:
         # Inverse CDF: one uniform per row, u in (0, 1], and the first token whose cumulative mass reaches
         # it (a zero-probability token never does). The same distribution as torch.multinomial, which
-        # costs ~4x more per decode step on CPU here.
-        cdf = torch.exp(_truncate(logp, s)).cumsum(-1)  # (N, V)
-        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]
+        # costs ~4x more per decode step on CPU here; float64 so tokens below float32's resolution near
+        # 1 (~6e-8) keep their probability in a 150k vocabulary.
+        cdf = torch.exp(_truncate(logp, s).double()).cumsum(-1)  # (N, V)
+        total = cdf[:, -1:]
+        if not bool(torch.isfinite(total).all()):
+            raise RuntimeError("non-finite logits while sampling (the policy produced NaN/inf)")
+        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=torch.float64)) * total
         tok = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return tok, logp.gather(-1, tok.unsqueeze(1)).squeeze(1)
 

@@ -198,7 +198,8 @@ def _micro_batches(run: Run, n: int) -> list[tuple[int, int]]:
 def micro_batch(run: Run, b: StepBatch, i: int, j: int) -> StepBatch:
     """Rows i:j, packed group by group when `pack_groups` is on and the rows allow it."""
     mb = b.slice(i, j)
-    if run.cfg.pack_groups:
+    # the router aux loss is per sequence: packing would mix a row's completions into one "sequence"
+    if run.cfg.pack_groups and run.cfg.router_aux_loss_coef == 0:
         mb.packed = pack_groups(mb.input_ids, mb.attention_mask, mb.completion_mask.shape[1], run.cfg.num_generations,
                                 run.attn_implementation, run.cfg.pack_max_length)
     return mb
@@ -296,9 +297,10 @@ def advantages_for(run: Run, groups: Groups) -> torch.Tensor:
 def with_advantage(run: Run, b: StepBatch) -> StepBatch:
     """Drop the groups whose advantages are all 0: with beta == 0 their loss and gradient are exactly 0
     (the normalisers were counted before, over every row), so scoring them is wasted work. Kept when other
-    processes need the same micro-batches (sharded weights), or when the MoE load statistics and router
-    aux loss must see every token. One group always stays, so DDP still joins the gradient all-reduce."""
-    if run.cfg.beta > 0 or run.sharded or run.load_tracker is not None:
+    processes need the same micro-batches (sharded weights; DeepSpeed, which reduces at every backward),
+    or when the MoE load statistics and router aux loss must see every token. One group always stays, so
+    DDP still joins the gradient all-reduce."""
+    if run.cfg.beta > 0 or run.sharded or run.deepspeed or run.load_tracker is not None:
         return b
     keep = (b.advantages.view(-1, run.cfg.num_generations) != 0).any(1)  # (groups,)
     if keep.all():
@@ -333,19 +335,20 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     if run.reduce_max(float(any(math.isinf(v) for v in groups.rewards))) > 0:
         run.warn(f"step {step}: a reward function returned inf/NaN: step skipped; check the reward functions.")
         return {**metrics, "skipped_steps": 1.0}
-    batch = to_tensors(run, groups, advantages_for(run, groups))
-    norm = Normalizers(num_seqs=run.reduce_sum(float(len(batch.advantages))),
-                       num_tokens=run.reduce_sum(batch.completion_mask.sum().item()))
-    batch = with_advantage(run, batch)
+    advantages = advantages_for(run, groups)
+    full = to_tensors(run, groups, advantages)
+    norm = Normalizers(num_seqs=run.reduce_sum(float(len(full.advantages))),
+                       num_tokens=run.reduce_sum(full.completion_mask.sum().item()))
+    batch = with_advantage(run, full)
     fill_old_and_ref(run, batch)
     for _ in range(run.cfg.num_iterations):
         metrics |= update(run, batch, norm)
     run.replay_clear()
     elapsed = time.perf_counter() - t0
     metrics["step_time"] = elapsed
-    metrics["tokens_per_s"] = run.reduce_sum(float(batch.attention_mask.sum())) / elapsed
+    metrics["tokens_per_s"] = run.reduce_sum(float(full.attention_mask.sum())) / elapsed
     if run.cfg.log_completions_steps and step % run.cfg.log_completions_steps == 0:
-        run.tracker.log_samples(step, sample_rows(run, groups, batch.advantages))
+        run.tracker.log_samples(step, sample_rows(run, groups, advantages))
     return metrics
 
 

@@ -7,9 +7,11 @@ earlier tokens only (positions restart after the prompt for every completion), s
 the very same log-probs as the padded one (checked in tests/test_packing.py) for fewer tokens:
 16 groups of 8 two-digit-arithmetic answers are 5,100 tokens packed instead of 11,400 padded.
 
-The mask is dense (R, 1, L, L): cheap while rows are a few thousand tokens, quadratic beyond, so
-`pack_groups` returns None (the caller keeps padded rows) above `max_length`, and for attention
-backends that take no custom 4D mask (flash-attention).
+The mask is dense (R, 1, L, L), quadratic in the row length, so a group spreads over several rows
+(each starting with the prompt) of at most `max_length` tokens, or one completion's length when that
+is longer (a padded batch builds an (N, 1, L, L) mask as well). `pack_groups` returns None (the caller
+keeps padded rows) for attention backends that take no custom 4D mask (flash-attention) and for rows
+that are not whole groups.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ def pack_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, width: in
             if ids[n][:P] != ids[group[0]][:P] or real[n][:P] != real[group[0]][:P]:
                 return None  # not a group: rows do not share a prompt
             comp = [t for t, m in zip(ids[n][P:], real[n][P:]) if m]
-            if len(prompt) + len(comp) > max_length:
-                return None
-            if fresh or len(rows[-1]) + len(comp) > max_length:  # a full row: the rest of the group starts another
+            if fresh or len(rows[-1]) + len(comp) > max_length and segments[-1][-1] > 0:
+                # a full row: the rest of the group starts another (a single long completion may exceed max_length)
                 rows.append(list(prompt))
                 segments.append([0] * len(prompt))
                 positions.append(list(range(len(prompt))))

@@ -107,6 +107,12 @@ class Run:
         return self.accelerator.device
 
     @property
+    def deepspeed(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+    @property
     def sharded(self) -> bool:
         """Weights sharded over processes (FSDP, ZeRO-3): every forward is a collective."""
         return is_sharded(self.accelerator)

@@ -154,6 +154,21 @@ def test_groups_without_advantage_are_skipped_with_the_same_gradient(tiny_dir, t
     grpo.teardown_run(moe)
 
 
+def test_sample_log_shows_each_completions_own_advantage_when_groups_are_skipped(tiny_dir, tmp_path, monkeypatch):
+    from rewards import registry
+
+    # first group all equal (skipped in the update), second group varied
+    monkeypatch.setitem(registry._REGISTRY, "test_halves", lambda completions, **_: [1.0] * 4 + [0.0, 1.0] * 2)
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, model_name_or_path=str(tiny_dir / "student"),
+                                  rewards=[{"name": "test_halves"}], dynamic_sampling=False,
+                                  num_completions_to_log=8, log_completions_steps=1))
+    grpo.train_step(run, 1)
+    logged = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["advantage"] for r in logged[:4]] == [0.0] * 4
+    assert [r["advantage"] > 0 for r in logged[4:]] == [False, True, False, True]
+    grpo.teardown_run(run)
+
+
 def test_unscorable_completion_is_left_out_of_the_group(tiny_dir, tmp_path):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
     adv = grpo.advantages_for(run, grpo.Groups(rewards=[1.0, 0.0, math.nan, 1.0] * 2))
