@@ -72,8 +72,8 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
         True, "Score each group as one packed row (its prompt once, no padding); needs sdpa or eager attention."
     )
     pack_max_length: int = arg(
-        256, "Target length of a packed row: a group spreads over several rows (each with the prompt) beyond it; "
-        "the attention mask is dense, quadratic in this.", gt=0
+        0, "Target length of a packed row (0: twice the model's hidden size); the attention mask is dense, "
+        "so longer rows trade fewer tokens for quadratic attention cost.", ge=0
     )
 
     # MoE policies (DeepSeek-V3 routers).

@@ -201,7 +201,7 @@ def micro_batch(run: Run, b: StepBatch, i: int, j: int) -> StepBatch:
     # the router aux loss is per sequence: packing would mix a row's completions into one "sequence"
     if run.cfg.pack_groups and run.cfg.router_aux_loss_coef == 0:
         mb.packed = pack_groups(mb.input_ids, mb.attention_mask, mb.completion_mask.shape[1], run.cfg.num_generations,
-                                run.attn_implementation, run.cfg.pack_max_length)
+                                run.attn_implementation, run.pack_length)
     return mb
 
 

@@ -98,6 +98,14 @@ class Run:
     start_step: int = 0
 
     @property
+    def pack_length(self) -> int:
+        """Packed row target: per token, attention with a dense mask costs ~L x hidden against ~hidden^2 for
+        the linear layers, so rows much longer than the hidden size stop paying off (measured: 192 best for
+        hidden 96, rl/packing.py)."""
+        config = self.accelerator.unwrap_model(self.model).config
+        return self.cfg.pack_max_length or 2 * getattr(config, "hidden_size", 2048)
+
+    @property
     def attn_implementation(self) -> str | None:
         """The policy's attention backend: packed scoring needs one that takes a custom 4D mask."""
         return getattr(self.accelerator.unwrap_model(self.model).config, "_attn_implementation", None)

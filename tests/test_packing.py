@@ -87,3 +87,15 @@ def test_a_group_longer_than_max_length_spans_several_rows():
     assert p.input_ids.tolist() == [[5, 6, 7, 8, 9], [5, 6, 4, 3, 2]]  # each row repeats the prompt
     assert p.position_ids.tolist() == [[0, 1, 2, 3, 2], [0, 1, 2, 3, 4]]
     assert p.index.tolist() == [[1, 2, 0], [1, 0, 0], [6, 7, 8]]  # row 1 starts at flat position 5
+
+
+def test_groups_share_a_row_and_see_only_their_own_prompt():
+    ids, mask = _toy([[5, 6], [5, 6], [3], [3]], [[7], [8, 9], [4], [2]])
+    p = pack_groups(ids, mask, 3, 2, "sdpa", 100)
+    assert p.input_ids.tolist() == [[5, 6, 7, 8, 9, 3, 4, 2]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 2, 3, 0, 1, 1]]
+    assert p.index.tolist() == [[1, 0, 0], [1, 3, 0], [5, 0, 0], [5, 0, 0]]
+    allowed = p.attention_mask[0, 0].int()
+    assert allowed[6].tolist() == [0, 0, 0, 0, 0, 1, 1, 0]  # group 2's completion: its prompt and itself
+    assert allowed[5].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]  # group 2's prompt starts afresh
+    assert allowed[4].tolist() == [1, 1, 0, 1, 1, 0, 0, 0]
