@@ -193,7 +193,8 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_tops_up(tiny_dir, tmp_p
 def test_hf_engine_logprobs_match_the_training_forward(tiny_dir, tmp_path):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, temperature=0.7))
     first = fixed_batch(run, torch.zeros(8)).input_ids[:, -12:]
-    run.engine.eos_id = first.flatten().mode().values.item()  # a frequent token as "EOS": rows end early (pruned)
+    first = first[first != run.tokenizer.pad_token_id]
+    run.engine.eos_id = first.mode().values.item()  # a frequent token as "EOS": rows end early (pruned)
     batch = fixed_batch(run, torch.zeros(8), seed=1)
     assert (batch.completion_mask.sum(1) < batch.completion_mask.shape[1]).any()
     with torch.no_grad():
