@@ -87,10 +87,25 @@ class Curve:
                 self.reached[target] = (step, round(clock.wall, 1))
 
 
+def problems(a, split: str, n: int) -> list[dict]:
+    """`n` problems of the benchmark task: 2-digit addition/subtraction, or with `--ops +` addition only
+    (the issue's reference task), filtered from the synthetic arithmetic task so splits stay disjoint."""
+    rows = synth.generate(TASK, 8 * n if a.ops == "+" else n, a.seed, DIFFICULTY, split=split)
+    return [r for r in rows if f" {a.ops} " in r["prompt"]][:n] if a.ops == "+" else rows
+
+
+def write_train_rows(a, work: Path) -> Path:
+    """The training prompts as a JSONL directory, so r1kit and TRL read the very same rows."""
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in problems(a, "train", 2000)))
+    return data
+
+
 def r1kit_cfg(a, policy: Path, out: Path, **over) -> GRPOConfig:
     """r1kit's defaults plus the shared benchmark settings (warmup and dynamic sampling are defaults)."""
     return load_config(GRPOConfig, None, {
-        "model_name_or_path": str(policy), "dataset_name": f"synthetic:{TASK}:{DIFFICULTY}",
+        "model_name_or_path": str(policy), "dataset_name": str(a.data),
         "output_dir": str(out), "max_samples": 2000, "num_generations": a.G,
         "per_device_train_batch_size": a.prompts * a.G, "max_completion_length": a.max_completion_length,
         "learning_rate": a.lr, "max_steps": a.steps, "rewards": REWARDS, "loss_type": "dapo",
@@ -121,7 +136,7 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None) -> dict
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy)
-    rows = synth.generate(TASK, 2000, a.seed, DIFFICULTY, split="train")
+    rows = problems(a, "train", 2000)
     data = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
                                         "answer": r["answer"]} for r in rows])
     args = trl.GRPOConfig(
@@ -211,6 +226,8 @@ def main() -> None:
     p.add_argument("--eval_samples", type=int, default=200)
     p.add_argument("--prompts", type=int, default=16, help="prompts per step")
     p.add_argument("--G", type=int, default=8)
+    p.add_argument("--ops", choices=["+-", "+"], default="+-",
+                   help="2-digit addition and subtraction, or addition only (the issue's reference task)")
     p.add_argument("--max_completion_length", type=int, default=64, help="a worked 2-digit answer is ~45 tokens")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--targets", type=float, nargs="+", default=[0.6, 0.7, 0.8],
@@ -227,7 +244,8 @@ def main() -> None:
     policy = Path(a.policy) if a.policy else build_start_point(work / "start")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    held = synth.generate(TASK, a.eval_samples, a.seed, DIFFICULTY, split="test")
+    a.data = write_train_rows(a, work)
+    held = problems(a, "test", a.eval_samples)
     start = held_out_accuracy(AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), held)
     times = timing(a, policy, work) if a.skip != "timing" else {}
     learn = learning(a, policy, work, held) if a.skip != "learning" else {}

@@ -39,7 +39,10 @@ _sp = _load_start_point()
 DIFFICULTY, TASK, build_start_point, held_out_accuracy = _sp.DIFFICULTY, _sp.TASK, _sp.build_start_point, _sp.held_out_accuracy
 
 STEPS, HELD_OUT, SAMPLES = 400, 200, 4
-MARGIN = 0.05  # absolute held-out accuracy gain GRPO must show, greedy and sampled
+# Absolute held-out accuracy gains GRPO must show. Measured here (2 cores, torch 2.13 CPU): greedy 0.490 -> 0.580
+# and 0.490 -> 0.545, sampled pass@1 0.276 -> 0.426 and 0.273 -> 0.389 for seeds 0 and 1. Another CPU rounds
+# differently and so follows another trajectory: the bars sit well below what was measured.
+GREEDY_MARGIN, SAMPLED_MARGIN = 0.03, 0.08
 
 
 @pytest.fixture(scope="module")
@@ -73,5 +76,5 @@ def test_grpo_raises_held_out_accuracy(start_policy, tmp_path, seed):
     grpo.teardown_run(run)
     print(f"seed {seed}: held-out greedy {greedy0:.3f} -> {greedy1:.3f}, sampled pass@1 {sampled0:.3f} -> {sampled1:.3f}"
           f" after {STEPS} steps")
-    assert greedy1 >= greedy0 + MARGIN, (greedy0, greedy1)
-    assert sampled1 >= sampled0 + MARGIN, (sampled0, sampled1)
+    assert greedy1 >= greedy0 + GREEDY_MARGIN, (greedy0, greedy1)
+    assert sampled1 >= sampled0 + SAMPLED_MARGIN, (sampled0, sampled1)
