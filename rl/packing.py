@@ -11,7 +11,8 @@ two-digit-arithmetic answers fill 29 rows of 192 (5,600 tokens) instead of 128 p
 The mask is dense (R, 1, L, L), quadratic in the row length, hence the row target (a completion longer
 than it gets a row of its own; a padded batch builds an (N, 1, L, L) mask as well). `pack_groups`
 returns None (the caller keeps padded rows) for attention backends that take no custom 4D mask
-(flash-attention) and for rows that are not whole groups.
+(flash-attention), for rows that are not whole groups, and when packing would remove less than
+MIN_SAVING of the padded batch's tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 import torch
 
 MASKABLE = ("sdpa", "eager")  # attention backends that accept a custom 4D mask
+# Packed rows are longer than padded ones (attention grows with the square of the length), so packing is
+# used only when it removes at least this share of the padded batch's tokens. Measured on the tiny models:
+# the dense student's groups lost 51% of their tokens and scored 25% faster; the MoE policy's 64-token
+# completions without EOS lost 3% and scored 46% slower packed.
+MIN_SAVING = 0.25
 
 
 @dataclass
@@ -63,6 +69,8 @@ def pack_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, width: in
             starts.append((len(rows) - 1, len(row.ids), row.prompt_end))
             row.add(comp, list(range(len(prompt), len(prompt) + len(comp))), segment=n, group=-2 - g)
     L = max(len(r.ids) for r in rows)
+    if len(rows) * L > (1 - MIN_SAVING) * N * W:
+        return None  # little padding and short prompts: the block mask's attention cost would not pay off
     pad = lambda xs, v: torch.tensor([x + [v] * (L - len(x)) for x in xs], dtype=torch.long, device=input_ids.device)
     seg = pad([r.segments for r in rows], -1)  # (R, L): completion n -> n, prompt of group g -> -2 - g, pad -1
     sees = pad([r.sees for r in rows], -1)  # (R, L): the prompt segment a completion token also attends to

@@ -99,3 +99,11 @@ def test_groups_share_a_row_and_see_only_their_own_prompt():
     assert allowed[6].tolist() == [0, 0, 0, 0, 0, 1, 1, 0]  # group 2's completion: its prompt and itself
     assert allowed[5].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]  # group 2's prompt starts afresh
     assert allowed[4].tolist() == [1, 1, 0, 1, 1, 0, 0, 0]
+
+
+def test_no_packing_when_it_saves_few_tokens():
+    # one-token prompt, full-length completions: 7 packed tokens against 8 padded
+    ids, mask = _toy([[5], [5]], [[7, 8, 9], [4, 3, 2]], P=1, T=3)
+    assert pack_groups(ids, mask, 3, 2, "sdpa", 100) is None
+    ids, mask = _toy([[5, 6, 1, 2], [5, 6, 1, 2]], [[7, 8, 9], [4, 3, 2]], P=4, T=3)  # 10 against 14
+    assert pack_groups(ids, mask, 3, 2, "sdpa", 100) is not None
