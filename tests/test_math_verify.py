@@ -7,11 +7,8 @@ expected form (e.g. a multiple-choice letter, an assignment). Every class has lo
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -426,18 +423,6 @@ def test_verify_works_off_the_main_thread():
     for t in threads:
         t.join(timeout=60)
     assert results == [True, True, True]
-
-
-def test_script_without_main_guard_can_verify(tmp_path):
-    # Spawn/forkserver children normally re-run the main script: without a guard that recursed into a
-    # RuntimeError. The pool starts its workers without the caller's __main__.
-    script = tmp_path / "score.py"
-    script.write_text('from rewards.math import verify_batch\nprint(verify_batch([("(r+5)(r+5)", "(r+5)^2"), ("x^2", "x^3")]))\n')
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=repo,
-                         env={**__import__("os").environ, "PYTHONPATH": str(repo)})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[True, False]"
 
 
 ADVERSARIAL = {

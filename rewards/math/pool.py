@@ -7,8 +7,8 @@ a deadline; a worker that misses it is killed (SIGKILL) and replaced, and the it
 
 Workers are started from a ``forkserver`` that has already imported sympy and warmed the LaTeX parser
 (`rewards.math._warm_parser`), so a replacement costs a fork, not a 1.5 s import plus a cold parser, and no worker inherits the caller's threads (torch, vLLM) the way a plain
-``fork`` would. Workers are started without re-running the caller's ``__main__`` (they need nothing
-from it), so a script that verifies at top level works without an ``if __name__ == "__main__":`` guard.
+``fork`` would. As with any spawn/forkserver multiprocessing, a *script* that verifies at top level
+must keep that code under ``if __name__ == "__main__":`` (workers re-import the main module).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import resource
-import sys
 import threading
-import types
-from contextlib import contextmanager
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -48,25 +45,11 @@ def _worker_main(conn: Connection) -> None:
         conn.send(equivalent(prediction, gold, rel_tol))
 
 
-@contextmanager
-def _without_main():
-    """Hide the caller's ``__main__`` while a worker starts: spawn/forkserver children otherwise re-run
-    the main script, which recurses (RuntimeError) in a script without a ``__main__`` guard."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
-
-
 class _Worker:
     def __init__(self, ctx: Any):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="r1kit-verifier")
-        with _without_main():
-            self.process.start()
+        self.process.start()
         child.close()
 
     def kill(self) -> None:
