@@ -265,7 +265,12 @@ def _with_columns(row: dict, prompt_col: str, answer_col: str) -> dict:
 def _load_local(path: Path, split: str, required: tuple[str, ...], bad_rows: str) -> list[dict]:
     if path.is_dir():
         candidates = [path / f"{split}.jsonl", *sorted(path.glob(f"{split}*.jsonl"))]
-        files = [p for p in candidates if p.is_file()][:1] or sorted(path.glob("*.jsonl"))
+        files = [p for p in candidates if p.is_file()][:1]
+        named = sorted(p.name for p in path.glob("*.jsonl") if p.name.startswith(("train", "test")))
+        if not files and named:  # split files exist, just not this one: never evaluate on another split's rows
+            raise UserError(f"directory '{path}' has {', '.join(named)} but no {split}*.jsonl for split '{split}'; "
+                            f"add {split}.jsonl or pick another split.")
+        files = files or sorted(path.glob("*.jsonl"))  # a directory of unsplit shards: all of them
         if not files:
             raise UserError(f"directory '{path}' holds no .jsonl files (looked for {split}.jsonl first).")
         return [row for f in files for row in read_jsonl(f, required, bad_rows)]

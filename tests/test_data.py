@@ -110,6 +110,18 @@ def test_load_rows_local_file_and_dir_with_columns(tmp_path):
         load_rows(cfg(dataset_name=str(d), prompt_column="question", bad_rows="error"))
 
 
+def test_local_dir_with_a_train_file_only_has_no_test_split(tmp_path):
+    d = tmp_path / "ds"
+    d.mkdir()
+    _write(d / "train.jsonl", [json.dumps({"prompt": "q", "answer": "1"})])
+    with pytest.raises(UserError, match="no test\\*.jsonl for split 'test'"):
+        load_rows(cfg(dataset_name=str(d), dataset_split="test"))
+    shards = tmp_path / "shards"  # unsplit shards: every file, whatever the split
+    shards.mkdir()
+    _write(shards / "part-0.jsonl", [json.dumps({"prompt": "q", "answer": "1"})])
+    assert len(load_rows(cfg(dataset_name=str(shards), dataset_split="test"))) == 1
+
+
 def test_load_rows_missing_path():
     with pytest.raises(UserError, match="does not exist"):
         load_rows(cfg(dataset_name="./no/such.jsonl"))
