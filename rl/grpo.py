@@ -140,9 +140,13 @@ class StepBatch:
     ref_logps: torch.Tensor | None = None  # (N, T) when beta > 0
     packed: Packed | None = None  # the same rows packed group by group (rl/packing.py), when used
 
-    def slice(self, i: int, j: int) -> StepBatch:
-        cut = lambda t: None if t is None else t[i:j]
+    def rows(self, idx: slice | torch.Tensor) -> StepBatch:
+        """The batch restricted to rows `idx` (a packed layout is rebuilt by whoever needs it)."""
+        cut = lambda t: None if t is None else t[idx]
         return StepBatch(*[cut(getattr(self, f)) for f in self.__dataclass_fields__ if f != "packed"])
+
+    def slice(self, i: int, j: int) -> StepBatch:
+        return self.rows(slice(i, j))
 
 
 def _pad_right(rows: list[list], value, width: int, dtype) -> torch.Tensor:
@@ -306,8 +310,7 @@ def with_advantage(run: Run, b: StepBatch) -> StepBatch:
     if keep.all():
         return b
     keep[0] |= not keep.any()
-    rows = keep.repeat_interleave(run.cfg.num_generations).nonzero().squeeze(1)
-    return StepBatch(*[None if t is None else t[rows] for t in (getattr(b, f) for f in b.__dataclass_fields__)])
+    return b.rows(keep.repeat_interleave(run.cfg.num_generations).nonzero().squeeze(1))
 
 
 def rollout_metrics(run: Run, groups: Groups) -> dict[str, float]:
