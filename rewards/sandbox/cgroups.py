@@ -95,8 +95,12 @@ class Cgroups:
         return RunCgroup(dirs)
 
     def park(self, pid: int) -> None:
+        """Move a live worker to the park cgroup; a worker that died meanwhile has nothing to move."""
         for h in self.hierarchies:
-            (h.base / "park" / "cgroup.procs").write_text(str(pid))
+            try:
+                (h.base / "park" / "cgroup.procs").write_text(str(pid))
+            except ProcessLookupError:  # killed but not yet reaped: poll() said alive, the kernel says gone
+                return
 
     def release(self, run: RunCgroup) -> None:
         """Schedule a finished run's cgroup for removal (its tasks may still be exiting)."""

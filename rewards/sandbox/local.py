@@ -26,6 +26,7 @@ Modes, chosen by `SandboxConfig.mode`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -271,10 +272,13 @@ class _Worker:
         """
         self.jobs += 1
         run_cg = host_cgroups.new_run(memory_bytes, self.config.max_pids + 1) if host_cgroups else None
-        if run_cg:
-            run_cg.add(self.host_pid)
         results, failure = [], None
         try:
+            if run_cg:
+                try:
+                    run_cg.add(self.host_pid)
+                except ProcessLookupError:  # the idle worker was killed from outside
+                    raise SandboxError("worker died before the program started") from None
             self._send(job)
             for test in tests:
                 if stop_on_failure and results and not results[-1]["passed"]:
@@ -306,7 +310,8 @@ class _Worker:
         oom_kills = run_cg.oom_kills()
         leftovers = [p for p in run_cg.pids() if p != self.host_pid]
         for pid in leftovers:  # every pid here belongs to this run: the cgroup was created for it
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it exited between listing and killing
+                os.kill(pid, signal.SIGKILL)
         host_cgroups.release(run_cg)
         if leftovers and not self.broken:
             self.broken = True
