@@ -7,8 +7,11 @@ expected form (e.g. a multiple-choice letter, an assignment). Every class has lo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -461,6 +464,16 @@ def test_pool_survives_killed_workers_and_keeps_order():
     results = verify_batch(pairs, deadline_s=1.0)
     assert results[0] in (False, None) and results[2] in (False, None)
     assert results[1:5:2] == [True, True] and results[4] is False
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
+    script = tmp_path / "verify_at_top_level.py"
+    script.write_text("from rewards.math import verify_batch\nprint(verify_batch([('(r+5)(r+5)', '(r+5)^2')]))\n")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env={"PYTHONPATH": str(repo), "PATH": ""},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr and "UserError" in proc.stderr
 
 
 @pytest.mark.parametrize(

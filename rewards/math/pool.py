@@ -22,6 +22,8 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from r1kit.errors import UserError
+
 _HEAVY_MODULE = "rewards.math.equivalence"
 # Imported by the forkserver after the heavy module: forked workers inherit a warm LaTeX parser.
 _WARM_MODULE = "rewards.math._warm_parser"
@@ -61,7 +63,16 @@ class _Worker:
 def _await_ready(workers: list[_Worker]) -> None:
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     for w in workers:
-        if not w.conn.poll(max(0.0, deadline - time.monotonic())) or w.conn.recv() != _READY:
+        try:
+            ready = w.conn.poll(max(0.0, deadline - time.monotonic())) and w.conn.recv() == _READY
+        except EOFError:
+            # The usual cause: the caller is a script whose top-level code runs again in the worker.
+            raise UserError(
+                "a math-verifier worker process exited while starting. Workers re-import the main module, "
+                "so a script that trains, evaluates or verifies must keep that code under "
+                "`if __name__ == \"__main__\":`; its error, if any, is printed above."
+            ) from None
+        if not ready:
             raise RuntimeError(f"verifier worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
 
 
