@@ -37,6 +37,7 @@ from _start_point import DIFFICULTY, TASK, build_start_point, held_out_accuracy
 
 from r1kit import synth
 from r1kit.config import load_config
+from r1kit.errors import UserError, exit_on_user_error
 from rewards.registry import build_rewards
 from rl import grpo
 from rl.config import GRPOConfig
@@ -115,6 +116,19 @@ def r1kit_cfg(a, policy: Path, out: Path, **over) -> GRPOConfig:
         "seed": a.seed, **over})
 
 
+def overrides(pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs; values are read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def run_r1kit(cfg: GRPOConfig, steps: int, curve: Curve | None) -> dict:
     run = grpo.setup_run(cfg)
     clock, dropped, lengths = Clock(), [], []
@@ -190,7 +204,7 @@ def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
         torch.manual_seed(a.seed)
         curve = Curve(held, a.eval_every, a.targets, a.steps)
         if name == "r1kit":
-            res = run_r1kit(r1kit_cfg(a, policy, work / "l_r1kit"), a.steps, curve)
+            res = run_r1kit(r1kit_cfg(a, policy, work / "l_r1kit", **a.set), a.steps, curve)
         else:
             res = run_trl(a, policy, work / "l_trl", a.steps, curve)
         out[name] = {**res, "curve": curve.points, "reached": {str(t): r for t, r in curve.reached.items()}}
@@ -219,10 +233,13 @@ def table(times: dict, learn: dict, start: float, targets: list[float], steps: i
     return "\n".join(lines)
 
 
+@exit_on_user_error
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/r1kit_grpo_vs_trl", help="start-point cache and run outputs")
     p.add_argument("--policy", help="start from this policy dir instead of building the start point")
+    p.add_argument("--model", choices=["student", "policy"], default="student",
+                   help="build_tiny's dense Qwen3 student, or its DeepseekV3 MoE policy (MLA, shared + routed experts)")
     p.add_argument("--sft_steps", type=int, default=400,
                    help="TRL SFT steps of the built start point (400: ~70%% held-out 2-digit addition)")
     p.add_argument("--steps", type=int, default=200, help="learning-run steps per trainer")
@@ -242,13 +259,18 @@ def main() -> None:
     p.add_argument("--skip", choices=["timing", "learning"], help="run only the other part")
     p.add_argument("--trainers", nargs="+", choices=["r1kit", "TRL"], default=["r1kit", "TRL"],
                    help="learning part: which trainers to run (e.g. TRL alone for a longer run)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an r1kit GRPOConfig key in the learning run (repeatable), e.g. --set scale_rewards=batch")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timing steps, 4 learning steps, 32 evals")
     a = p.parse_args()
+    a.set = overrides(a.set)
+    if a.policy and not (Path(a.policy) / "config.json").is_file():
+        raise UserError(f"--policy {a.policy}: no model there (expected a directory with config.json)")
     if a.quick:
         a.steps, a.timing_steps, a.eval_every, a.eval_samples = 4, 1, 2, 32
     torch.set_num_threads(a.threads)
     work = Path(a.work)
-    policy = Path(a.policy) if a.policy else build_start_point(work / "start", sft_steps=a.sft_steps)
+    policy = Path(a.policy) if a.policy else build_start_point(work / "start", sft_steps=a.sft_steps, base=a.model)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     a.data = write_train_rows(a, work)

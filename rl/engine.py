@@ -10,11 +10,14 @@ importance sampling.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from rl.mla import LatentCache, absorbed_attention, mla_layers
 
 
 @dataclass
@@ -85,26 +88,49 @@ class HFEngine:
             return self._generate(prompts, sampling)
 
     def _generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
-        from transformers import DynamicCache
-
         # A group repeats its prompt G times: prefill each distinct prompt once, then copy its cache rows.
         distinct: dict[tuple[int, ...], int] = {}
         inverse = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
         ids, mask = left_pad([list(p) for p in distinct], self.pad_id)  # (U, P)
         device = next(self.model.parameters()).device
         ids, mask, inverse = ids.to(device), mask.to(device), torch.tensor(inverse, device=device)
+        cache, attention = self._cache(len(distinct), ids.shape[1] + sampling.max_new_tokens)
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; also turns gradient checkpointing off
-        cache = DynamicCache(config=self.model.config)
+        try:
+            with attention:
+                out_ids, out_logps = self._decode(ids, mask, inverse, cache, sampling)
+        finally:
+            self.model.train(was_training)
+        return self._trim(out_ids, out_logps, sampling.max_new_tokens)
+
+    def _cache(self, batch: int, max_len: int):
+        """The KV cache for one generate call, and the context its forwards run in.
+
+        MLA models (DeepSeek-V3 style) get a latent cache with absorbed attention (`rl.mla`); sharded
+        weights (FSDP) are only whole inside their layer's forward, so they keep transformers' path.
+        """
+        from transformers import DynamicCache
+
+        layers = [] if self.sharded else mla_layers(self.model)
+        if layers:
+            weight = layers[0].kv_a_proj_with_mqa.weight
+            cache = LatentCache(layers, batch, max_len, weight.dtype, weight.device)
+            return cache, absorbed_attention(layers, cache)
+        return DynamicCache(config=self.model.config), contextlib.nullcontext()
+
+    def _decode(self, ids, mask, inverse, cache, sampling: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        device = ids.device
+        n = len(inverse)
         # Positions count from each row's first real token, as the trainer's forward does.
         pos = (mask.cumsum(1) - 1).clamp(min=0)  # (U, P)
         logits = self._forward(ids, mask, pos, cache)[inverse]  # (A, V), A = rows still decoding
-        if len(distinct) < len(prompts):
+        if ids.shape[0] < n:
             cache.batch_select_indices(inverse)
         mask, pos = mask[inverse], pos[inverse]  # (N, P)
-        rows = torch.arange(len(prompts), device=device)  # (A,) batch index of each decoding row
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # (A,)
-        out_ids = torch.full((len(prompts), sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        rows = torch.arange(n, device=device)  # (A,) batch index of each decoding row
+        done = torch.zeros(n, dtype=torch.bool, device=device)  # (A,)
+        out_ids = torch.full((n, sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         out_logps = torch.zeros(out_ids.shape, device=device)  # (N, L)
         for t in range(sampling.max_new_tokens):
             tok, lp = sample_token(logits, sampling)  # (A,), (A,)
@@ -121,13 +147,17 @@ class HFEngine:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             pos = pos[:, -1:] + 1  # (A, 1)
             logits = self._forward(tok.unsqueeze(1), mask, pos, cache)
-        self.model.train(was_training)
-        return self._trim(out_ids[:, :t + 1], out_logps[:, :t + 1], sampling.max_new_tokens)
+        return out_ids[:, :t + 1], out_logps[:, :t + 1]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
         """(N, V) logits of the last position; the cache grows by ids.shape[1] positions."""
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        if isinstance(cache, LatentCache):
+            cache.begin(mask)  # the absorbed layers mask keys themselves
+            out = self.model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=1)
+            cache.advance(ids.shape[1])
+        else:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
 
     def _trim(self, new: torch.Tensor, logps: torch.Tensor, limit: int) -> Rollout:

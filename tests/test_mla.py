@@ -1,0 +1,94 @@
+"""The `hf` engine's absorbed-MLA sampling path (rl/mla.py) against transformers' own attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_moe
+
+import rl.engine as engine_mod
+from rl.engine import HFEngine, SamplingSettings
+from rl.mla import mla_layers
+
+
+class Tok:
+    pad_token_id, eos_token_id = 0, 1
+
+
+def prompts(seed: int = 0, distinct: int = 6, group: int = 3) -> list[list[int]]:
+    """Different lengths (left padding) and repeated prompts (prefill once, copy cache rows)."""
+    g = torch.Generator().manual_seed(seed)
+    base = [torch.randint(5, 250, (int(n),), generator=g).tolist() for n in torch.randint(2, 20, (distinct,), generator=g)]
+    return [p for p in base for _ in range(group)]
+
+
+def generate(model, ps, sampling, absorbed: bool, eos: int = 1, seed: int = 0):
+    eng = HFEngine(model, Tok())
+    eng.eos_id = eos
+    real = engine_mod.mla_layers
+    engine_mod.mla_layers = real if absorbed else (lambda m: [])
+    try:
+        torch.manual_seed(seed)
+        return eng.generate(ps, sampling)
+    finally:
+        engine_mod.mla_layers = real
+
+
+def frequent_token(model, ps, sampling) -> int:
+    """A token the model emits often, used as EOS so rows finish at different steps (rows get dropped)."""
+    out = generate(model, ps, sampling, absorbed=False, eos=-1)
+    return torch.tensor([t for c in out.completion_ids for t in c[2:]]).mode().values.item()
+
+
+@pytest.mark.parametrize("sampling", [SamplingSettings(16, greedy=True), SamplingSettings(16, temperature=1.0)],
+                         ids=["greedy", "sampled"])
+def test_absorbed_attention_gives_transformers_tokens_and_logprobs(sampling):
+    model = tiny_moe(seed=1).eval()
+    assert len(mla_layers(model)) == 3
+    ps = prompts()
+    eos = frequent_token(model, ps, sampling)
+    ref = generate(model, ps, sampling, absorbed=False, eos=eos)
+    ours = generate(model, ps, sampling, absorbed=True, eos=eos)
+    assert len({len(c) for c in ref.completion_ids}) > 1, "rows should finish at different steps"
+    assert ours.completion_ids == ref.completion_ids and ours.truncated == ref.truncated
+    for a, b in zip(ours.logprobs, ref.logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-4)
+    for attn in mla_layers(model):
+        assert "forward" not in attn.__dict__, "transformers' forward must be back after sampling"
+
+
+def test_absorbed_attention_reads_lora_deltas_of_kv_b_proj():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_moe(seed=2), LoraConfig(r=4, lora_alpha=8, target_modules=["kv_b_proj", "o_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: give the adapters a real effect
+            torch.nn.init.normal_(p, std=0.5)
+    model.eval()
+    assert len(mla_layers(model)) == 3
+    ps = prompts(seed=3, distinct=4, group=2)
+    ref = generate(model, ps, SamplingSettings(10, greedy=True), absorbed=False, eos=-1)
+    ours = generate(model, ps, SamplingSettings(10, greedy=True), absorbed=True, eos=-1)
+    assert ours.completion_ids == ref.completion_ids
+    with model.disable_adapter():  # without the delta the tokens differ, so the check above had teeth
+        base = generate(model, ps, SamplingSettings(10, greedy=True), absorbed=True, eos=-1)
+    assert base.completion_ids != ref.completion_ids
+
+
+def test_models_without_mla_keep_transformers_attention():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    llama = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                                         num_hidden_layers=2, num_attention_heads=4))
+    assert mla_layers(llama) == []
+
+
+def test_an_error_inside_sampling_still_restores_the_attention_forward():
+    model = tiny_moe(seed=0).eval()
+    eng = HFEngine(model, Tok())
+    with pytest.raises(RuntimeError, match="non-finite"):
+        # NaN weights make the sampler raise mid-generation
+        with torch.no_grad():
+            model.lm_head.weight.fill_(float("nan"))
+        eng.generate(prompts(distinct=2, group=1), SamplingSettings(4, temperature=1.0))
+    assert all("forward" not in attn.__dict__ for attn in mla_layers(model))
