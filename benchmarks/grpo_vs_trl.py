@@ -112,7 +112,7 @@ def r1kit_cfg(a, policy: Path, out: Path, **over) -> GRPOConfig:
         "output_dir": str(out), "max_samples": 2000, "num_generations": a.G,
         "per_device_train_batch_size": a.prompts * a.G, "max_completion_length": a.max_completion_length,
         "learning_rate": a.lr, "max_steps": a.steps, "rewards": REWARDS, "loss_type": "dapo",
-        "epsilon_high": 0.28, "temperature": 1.0, "use_cpu": True, "log_completions_steps": 0,
+        "epsilon_high": 0.28, "temperature": a.temperature, "use_cpu": True, "log_completions_steps": 0,
         "seed": a.seed, **over})
 
 
@@ -157,7 +157,7 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None) -> dict
                                         "answer": r["answer"]} for r in rows])
     args = trl.GRPOConfig(
         output_dir=str(out), max_steps=steps, learning_rate=a.lr, per_device_train_batch_size=a.prompts * a.G,
-        num_generations=a.G, max_completion_length=a.max_completion_length, temperature=1.0, loss_type="dapo",
+        num_generations=a.G, max_completion_length=a.max_completion_length, temperature=a.temperature, loss_type="dapo",
         epsilon_high=0.28, use_cpu=True, bf16=False, report_to="none", logging_steps=10**6, save_strategy="no",
         seed=a.seed, gradient_checkpointing=False, dataloader_num_workers=0)
     clock = Clock()
@@ -252,6 +252,7 @@ def main() -> None:
                    help="2-digit addition and subtraction, or addition only (the issue's reference task)")
     p.add_argument("--max_completion_length", type=int, default=64, help="a worked 2-digit answer is ~45 tokens")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--temperature", type=float, default=1.0, help="rollout temperature of both trainers")
     p.add_argument("--targets", type=float, nargs="+", default=[0.6, 0.7, 0.8],
                    help="held-out accuracies whose steps-to-reach are compared (the issue's target is 0.8)")
     p.add_argument("--seed", type=int, default=0)

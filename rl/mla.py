@@ -23,6 +23,7 @@ import types
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _NEEDED = ("kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj", "qk_nope_head_dim",
@@ -83,16 +84,14 @@ class LatentCache:
         self.length += n
         self._allowed = None
 
-    def allowed(self, q_len: int, heads: int) -> torch.Tensor:
-        """(B, heads*q, L) which keys each query may see, shared by every layer of this forward."""
+    def allowed(self, q_len: int) -> torch.Tensor:
+        """(B, q, L) bool: which keys each new query may see; shared by every layer of this forward."""
         if self._allowed is None:
             start, end = self.length, self.length + q_len
             keys = torch.arange(end, device=self.mask.device)
             now = torch.arange(start, end, device=self.mask.device)[:, None]  # (q, 1) each query's position
             # a padding query also sees itself, so its row stays finite (no key of it is ever read)
-            allowed = (self.mask[:, None, :end].bool() & (keys <= now)) | (keys == now)  # (B, q, L)
-            b = allowed.shape[0]
-            self._allowed = allowed[:, None].expand(b, heads, q_len, end).reshape(b, heads * q_len, end)
+            self._allowed = (self.mask[:, None, :end].bool() & (keys <= now)) | (keys == now)
         return self._allowed
 
     def batch_select_indices(self, index: torch.Tensor) -> None:
@@ -129,19 +128,25 @@ def _absorbed_forward(attn: nn.Module, cache: LatentCache, w_uk: torch.Tensor, w
         buf[:, start:end, :r] = kv_nope
         buf[:, start:end, r:] = k_rot.view(b, q_len, dr)
         latents = buf[:, :end]  # (B, L, r + dr): one key "head" shared by all query heads
-        h = self.num_heads
+        h, allowed = self.num_heads, cache.allowed(q_len)
+        if q_len > 1:
+            # Prefill: expanded keys and values through SDPA, whose kernels never build the (B, H, q, L)
+            # score tensor the absorbed form would (gigabytes for long prompts on a large model).
+            kv = self.kv_b_proj(latents[..., :r]).view(b, end, h, dn + self.v_head_dim).transpose(1, 2)
+            k_nope, value = kv.split([dn, self.v_head_dim], dim=-1)
+            key = torch.cat([k_nope, latents[:, None, :, r:].expand(b, h, end, dr)], dim=-1)
+            out = F.scaled_dot_product_attention(torch.cat([q_nope, q_rot], dim=-1), key, value,
+                                                 attn_mask=allowed[:, None], scale=self.scaling)
+            return self.o_proj(out.transpose(1, 2).reshape(b, q_len, -1)), None
 
-        # Plain bmm throughout: broadcasting matmuls over the head dim were 100x slower on CPU here.
-        q_lat = torch.bmm(q_nope.permute(1, 0, 2, 3).reshape(h, b * q_len, dn), w_uk)  # (H, B*q, r)
-        q_lat = q_lat.view(h, b, q_len, r).permute(1, 0, 2, 3)  # (B, H, q, r)
-        query = torch.cat([q_lat, q_rot], dim=-1).reshape(b, h * q_len, r + dr)
-        scores = torch.bmm(query, latents.transpose(1, 2)).float() * self.scaling  # (B, H*q, L)
-        allowed = cache.allowed(q_len, h)
-        probs = scores.masked_fill(~allowed, -torch.inf).softmax(-1).to(buf.dtype)
-        out = torch.bmm(probs, latents[..., :r])  # (B, H*q, r)
-        out = torch.bmm(out.view(b, h, q_len, r).permute(1, 0, 2, 3).reshape(h, b * q_len, r), w_uv)  # (H, B*q, dv)
-        out = out.view(h, b, q_len, -1).permute(1, 2, 0, 3).reshape(b, q_len, -1)  # (B, q, H*dv)
-        return self.o_proj(out), None
+        # Decode (one query per row): absorbed. Plain bmm throughout; broadcasting matmuls over the
+        # head dim were 100x slower on CPU here.
+        q_lat = torch.bmm(q_nope.reshape(b, h, dn).transpose(0, 1), w_uk)  # (H, B, r)
+        query = torch.cat([q_lat.transpose(0, 1), q_rot.reshape(b, h, dr)], dim=-1)  # (B, H, r + dr)
+        scores = torch.bmm(query, latents.transpose(1, 2)).float() * self.scaling  # (B, H, L)
+        probs = scores.masked_fill(~allowed, -torch.inf).softmax(-1).to(buf.dtype)  # allowed: (B, 1, L)
+        out = torch.bmm(torch.bmm(probs, latents[..., :r]).transpose(0, 1), w_uv)  # (H, B, d_v)
+        return self.o_proj(out.transpose(0, 1).reshape(b, 1, -1)), None
 
     return types.MethodType(forward, attn)
 
