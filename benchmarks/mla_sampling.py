@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rl.engine as engine_mod  # noqa: E402
-from r1kit.errors import UserError, exit_on_user_error  # noqa: E402
-from rl.engine import HFEngine, SamplingSettings  # noqa: E402
-from rl.mla import mla_layers  # noqa: E402
+import rl.engine as engine_mod
+from r1kit.errors import UserError, exit_on_user_error
+from rl.engine import HFEngine, SamplingSettings
+from rl.mla import mla_layers
 
 
 def timed(engine: HFEngine, prompts: list[list[int]], sampling: SamplingSettings, absorbed: bool, repeats: int):
