@@ -107,12 +107,16 @@ class HFEngine:
     def _cache(self, batch: int, max_len: int):
         """The KV cache for one generate call, and the context its forwards run in.
 
-        MLA models (DeepSeek-V3 style) get a latent cache with absorbed attention (`rl.mla`); sharded
-        weights (FSDP) are only whole inside their layer's forward, so they keep transformers' path.
+        MLA models (DeepSeek-V3 style, float32) get a latent cache with absorbed attention (`rl.mla`); sharded
+        weights (FSDP) are only whole inside their layer's forward, and autocast would round the absorbed form
+        differently from the trainer, so those keep transformers' path.
         """
         from transformers import DynamicCache
 
-        layers = [] if self.sharded else mla_layers(self.model)
+        device = next(self.model.parameters()).device
+        # accelerate's mixed precision wraps forward in autocast (it keeps `_original_forward`): bf16 math there
+        autocast = torch.is_autocast_enabled(device.type) or hasattr(self.model, "_original_forward")
+        layers = [] if self.sharded or autocast else mla_layers(self.model)
         if layers:
             weight = layers[0].kv_a_proj_with_mqa.weight
             cache = LatentCache(layers, batch, max_len, weight.dtype, weight.device)

@@ -30,10 +30,22 @@ _NEEDED = ("kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj", "qk_no
            "qk_rope_head_dim", "v_head_dim", "kv_lora_rank", "num_heads", "scaling", "layer_idx")  # fmt: skip
 
 
+# Attention classes whose forward this module reproduces exactly. Matching by attributes alone would also take
+# MLA variants with extra parts (DeepSeek-V3.2's sparse indexer, other gates or scales) and compute them wrongly.
+_SUPPORTED = {"DeepseekV3Attention"}
+
+
 def mla_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's MLA attention modules when *every* attention layer is one this path understands, else []."""
+    """The model's MLA attention modules when *every* attention layer is one this path computes exactly
+    (DeepSeek-V3's, float32 weights, `kv_b_proj` plain or with plain LoRA), else []."""
     found = [m for m in model.modules() if all(hasattr(m, a) for a in _NEEDED)]
-    if not found or any(_rotary(m) is None or _kv_b_weight(m) is None for m in found):
+    if not found or any(type(m).__name__ not in _SUPPORTED for m in found):
+        return []
+    # In bf16 the absorbed form rounds differently from the trainer's expanded keys and values (log-prob gaps
+    # of 0.1 and more on a sharp tiny model), which would break the engine's exact log-probs: float32 only.
+    if any(p.dtype != torch.float32 for m in found for p in m.parameters()):
+        return []
+    if any(_rotary(m) is None or _kv_b_weight(m) is None for m in found):
         return []
     if len({m.layer_idx for m in found}) != len(found):
         return []
@@ -43,23 +55,29 @@ def mla_layers(model: nn.Module) -> list[nn.Module]:
 def _rotary(attn: nn.Module):
     """The model file's own rotary function for this layer (interleaved or not, as its config says)."""
     namespace = sys.modules[type(attn).__module__]
-    interleave = getattr(attn.config, "rope_interleave", False)
-    return getattr(namespace, "apply_rotary_pos_emb_interleave" if interleave else "apply_rotary_pos_emb", None)
+    if not hasattr(attn.config, "rope_interleave"):
+        return None
+    name = "apply_rotary_pos_emb_interleave" if attn.config.rope_interleave else "apply_rotary_pos_emb"
+    return getattr(namespace, name, None)
 
 
 def _kv_b_weight(attn: nn.Module) -> torch.Tensor | None:
-    """`kv_b_proj`'s effective weight (H*(d_nope+d_v), r), LoRA deltas included; None if it cannot be read."""
+    """`kv_b_proj`'s effective weight (H*(d_nope+d_v), r), plain LoRA deltas included; None when that weight
+    alone does not describe the layer (bias, DoRA, LoRA bias, other adapter types)."""
     proj = attn.kv_b_proj
     if type(proj) is nn.Linear:
         return None if proj.bias is not None else proj.weight
     base = getattr(proj, "base_layer", None)  # a peft LoRA layer wrapping the Linear
-    if type(base) is not nn.Linear or base.bias is not None or not hasattr(proj, "get_delta_weight"):
+    if type(base) is not nn.Linear or base.bias is not None or not hasattr(proj, "lora_A"):
         return None
     weight = base.weight
     if not getattr(proj, "merged", False) and not getattr(proj, "disable_adapters", False):
         for name in proj.active_adapters:
-            if name in proj.lora_A:
-                weight = weight + proj.get_delta_weight(name)
+            if name not in proj.lora_A:
+                continue
+            if getattr(proj, "use_dora", {}).get(name) or getattr(proj, "lora_bias", {}).get(name):
+                return None  # DoRA rescales by a magnitude, LoRA bias adds a bias: not a weight delta
+            weight = weight + proj.get_delta_weight(name)
     return weight
 
 

@@ -92,3 +92,32 @@ def test_an_error_inside_sampling_still_restores_the_attention_forward():
             model.lm_head.weight.fill_(float("nan"))
         eng.generate(prompts(distinct=2, group=1), SamplingSettings(4, temperature=1.0))
     assert all("forward" not in attn.__dict__ for attn in mla_layers(model))
+
+
+@pytest.mark.parametrize("kind", ["dora", "lora_bias"])
+def test_adapters_that_are_not_a_weight_delta_keep_transformers_attention(kind):
+    from peft import LoraConfig, get_peft_model
+
+    extra = {"use_dora": True} if kind == "dora" else {"lora_bias": True}
+    model = get_peft_model(tiny_moe(seed=2), LoraConfig(r=4, lora_alpha=8, target_modules=["kv_b_proj"], **extra))
+    assert mla_layers(model) == []
+
+
+def test_bf16_and_autocast_keep_transformers_attention():
+    """The absorbed form rounds differently from the trainer's expanded keys in bf16; log-probs must stay exact."""
+    model = tiny_moe(seed=0).eval()
+    assert len(mla_layers(model)) == 3
+    assert mla_layers(model.to(torch.bfloat16)) == []
+    model = tiny_moe(seed=0).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache, _ = HFEngine(model, Tok())._cache(2, 8)
+    assert not isinstance(cache, engine_mod.LatentCache)
+
+
+def test_mla_variants_with_other_parts_are_not_taken():
+    """DeepSeek-V3.2-style layers (sparse indexer, no rope_interleave key) have every attribute this path
+    reads; only the exact DeepSeek-V3 attention class is taken."""
+    model = tiny_moe(seed=0)
+    attn = mla_layers(model)[0]
+    attn.__class__ = type("DeepseekV32Attention", (type(attn),), {})
+    assert mla_layers(model) == []
