@@ -19,26 +19,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rl.engine as engine_mod
 from r1kit.errors import UserError, exit_on_user_error
 from rl.engine import HFEngine, SamplingSettings
 from rl.mla import mla_layers
 
 
 def timed(engine: HFEngine, prompts: list[list[int]], sampling: SamplingSettings, absorbed: bool, repeats: int):
-    real = mla_layers
-    engine_mod.mla_layers = real if absorbed else (lambda model: [])
-    try:
-        times, out = [], None
-        for i in range(repeats + 1):
-            torch.manual_seed(0)
-            start = time.perf_counter()
-            out = engine.generate(prompts, sampling)
-            if i:  # the first call warms allocators
-                times.append(time.perf_counter() - start)
-        return (statistics.median(times) if times else 0.0), out
-    finally:
-        engine_mod.mla_layers = real
+    engine.absorbed_mla = absorbed
+    times, out = [], None
+    for i in range(repeats + 1):
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        out = engine.generate(prompts, sampling)
+        if i:  # the first call warms allocators
+            times.append(time.perf_counter() - start)
+    return (statistics.median(times) if times else 0.0), out
 
 
 @exit_on_user_error

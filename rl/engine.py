@@ -71,8 +71,10 @@ class HFEngine:
 
     exact_logprobs = True
 
-    def __init__(self, model: torch.nn.Module, tokenizer, all_done: Callable[[bool], bool] | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer, all_done: Callable[[bool], bool] | None = None,
+                 absorbed_mla: bool = True):
         self.model = model
+        self.absorbed_mla = absorbed_mla  # False: transformers' attention even where `rl.mla` applies
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
         self.sharded = all_done is not None
@@ -94,7 +96,7 @@ class HFEngine:
         ids, mask = left_pad([list(p) for p in distinct], self.pad_id)  # (U, P)
         device = next(self.model.parameters()).device
         ids, mask, inverse = ids.to(device), mask.to(device), torch.tensor(inverse, device=device)
-        cache, attention = self._cache(len(distinct), ids.shape[1] + sampling.max_new_tokens)
+        cache, attention = self._cache(len(distinct), ids.shape[1] + sampling.max_new_tokens, device)
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; also turns gradient checkpointing off
         try:
@@ -104,7 +106,7 @@ class HFEngine:
             self.model.train(was_training)
         return self._trim(out_ids, out_logps, sampling.max_new_tokens)
 
-    def _cache(self, batch: int, max_len: int):
+    def _cache(self, batch: int, max_len: int, device: torch.device):
         """The KV cache for one generate call, and the context its forwards run in.
 
         MLA models (DeepSeek-V3 style, float32) get a latent cache with absorbed attention (`rl.mla`); sharded
@@ -113,10 +115,9 @@ class HFEngine:
         """
         from transformers import DynamicCache
 
-        device = next(self.model.parameters()).device
         # accelerate's mixed precision wraps forward in autocast (it keeps `_original_forward`): bf16 math there
         autocast = torch.is_autocast_enabled(device.type) or hasattr(self.model, "_original_forward")
-        layers = [] if self.sharded or autocast else mla_layers(self.model)
+        layers = mla_layers(self.model) if self.absorbed_mla and not (self.sharded or autocast) else []
         if layers:
             weight = layers[0].kv_a_proj_with_mqa.weight
             cache = LatentCache(layers, batch, max_len, weight.dtype, weight.device)

@@ -6,9 +6,8 @@ import pytest
 import torch
 from tiny_models import tiny_moe
 
-import rl.engine as engine_mod
 from rl.engine import HFEngine, SamplingSettings
-from rl.mla import mla_layers
+from rl.mla import LatentCache, mla_layers
 
 
 class Tok:
@@ -23,15 +22,10 @@ def prompts(seed: int = 0, distinct: int = 6, group: int = 3) -> list[list[int]]
 
 
 def generate(model, ps, sampling, absorbed: bool, eos: int = 1, seed: int = 0):
-    eng = HFEngine(model, Tok())
+    eng = HFEngine(model, Tok(), absorbed_mla=absorbed)
     eng.eos_id = eos
-    real = engine_mod.mla_layers
-    engine_mod.mla_layers = real if absorbed else (lambda m: [])
-    try:
-        torch.manual_seed(seed)
-        return eng.generate(ps, sampling)
-    finally:
-        engine_mod.mla_layers = real
+    torch.manual_seed(seed)
+    return eng.generate(ps, sampling)
 
 
 def frequent_token(model, ps, sampling) -> int:
@@ -110,8 +104,8 @@ def test_bf16_and_autocast_keep_transformers_attention():
     assert mla_layers(model.to(torch.bfloat16)) == []
     model = tiny_moe(seed=0).eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        cache, _ = HFEngine(model, Tok())._cache(2, 8)
-    assert not isinstance(cache, engine_mod.LatentCache)
+        cache, _ = HFEngine(model, Tok())._cache(2, 8, torch.device("cpu"))
+    assert not isinstance(cache, LatentCache)
 
 
 def test_mla_variants_with_other_parts_are_not_taken():
