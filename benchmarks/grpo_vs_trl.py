@@ -24,6 +24,7 @@ Two parts:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -126,6 +127,9 @@ def overrides(pairs: list[str]) -> dict:
         if not sep:
             raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = yaml.safe_load(value)
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    if unknown := sorted(set(out) - known):  # caught here, not after the timing part has run
+        raise UserError(f"--set: {', '.join(unknown)} is not a GRPOConfig key (see rl/config.py)")
     return out
 
 
