@@ -11,12 +11,14 @@ importance sampling.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from rl.lean import KVCache, lean_forward, lean_model
 from rl.mla import LatentCache, absorbed_attention, mla_layers
 
 
@@ -72,12 +74,16 @@ class HFEngine:
     exact_logprobs = True
 
     def __init__(self, model: torch.nn.Module, tokenizer, all_done: Callable[[bool], bool] | None = None,
-                 absorbed_mla: bool = True):
+                 absorbed_mla: bool = True, lean: bool = True):
         self.model = model
         self.absorbed_mla = absorbed_mla  # False: transformers' attention even where `rl.mla` applies
+        self.lean = lean  # False: transformers' forward even where `rl.lean` applies
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
         self.sharded = all_done is not None
+        # transformers 5.x renames `past_key_values` to `cache` (the old name warns until 5.40); 4.x knows only the old
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.all_done = all_done or (lambda done: done)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
@@ -109,19 +115,24 @@ class HFEngine:
     def _cache(self, batch: int, max_len: int, device: torch.device):
         """The KV cache for one generate call, and the context its forwards run in.
 
-        MLA models (DeepSeek-V3 style, float32) get a latent cache with absorbed attention (`rl.mla`); sharded
-        weights (FSDP) are only whole inside their layer's forward, and autocast would round the absorbed form
-        differently from the trainer, so those keep transformers' path.
+        MLA models (DeepSeek-V3 style, float32) get a latent cache with absorbed attention (`rl.mla`), standard
+        dense decoders (Llama, Qwen2/3, float32) the lean forward on a preallocated cache (`rl.lean`); sharded
+        weights (FSDP) are only whole inside their layer's forward, and autocast would round differently
+        from the trainer, so those keep transformers' path.
         """
         from transformers import DynamicCache
 
         # accelerate's mixed precision wraps forward in autocast (it keeps `_original_forward`): bf16 math there
         autocast = torch.is_autocast_enabled(device.type) or hasattr(self.model, "_original_forward")
-        layers = mla_layers(self.model) if self.absorbed_mla and not (self.sharded or autocast) else []
+        plain = not (self.sharded or autocast)
+        layers = mla_layers(self.model) if self.absorbed_mla and plain else []
         if layers:
             weight = layers[0].kv_a_proj_with_mqa.weight
             cache = LatentCache(layers, batch, max_len, weight.dtype, weight.device)
             return cache, absorbed_attention(layers, cache)
+        lm = lean_model(self.model) if self.lean and plain else None
+        if lm is not None:
+            return _LeanCache(lm, batch, max_len, device), contextlib.nullcontext()
         return DynamicCache(config=self.model.config), contextlib.nullcontext()
 
     def _decode(self, ids, mask, inverse, cache, sampling: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,13 +167,18 @@ class HFEngine:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
         """(N, V) logits of the last position; the cache grows by ids.shape[1] positions."""
+        if isinstance(cache, _LeanCache):
+            cache.begin(mask)
+            logits = lean_forward(cache.lm, ids, pos, cache)
+            cache.advance(ids.shape[1])
+            return logits.float()
         if isinstance(cache, LatentCache):
             cache.begin(mask)  # the absorbed layers mask keys themselves
             out = self.model(input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=1)
             cache.advance(ids.shape[1])
         else:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                             logits_to_keep=1, **{self._cache_kwarg: cache})
         return out.logits[:, -1].float()
 
     def _trim(self, new: torch.Tensor, logps: torch.Tensor, limit: int) -> Rollout:
@@ -174,6 +190,14 @@ class HFEngine:
             lp_out.append(lp[:end])
             trunc.append(self.eos_id not in row[:end] and end >= limit)
         return Rollout(ids_out, lp_out, trunc)
+
+
+class _LeanCache(KVCache):
+    """A `rl.lean` cache that also carries the causal LM it was built for."""
+
+    def __init__(self, lm: torch.nn.Module, batch: int, max_len: int, device):
+        super().__init__(lm, batch, max_len, device)
+        self.lm = lm
 
 
 def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -182,7 +182,9 @@ def token_logps(model, b: StepBatch, temperature: float) -> tuple[torch.Tensor, 
         flat, index = logits.flatten(0, 1), torch.arange(N * T, device=logits.device).view(N, T)
     else:
         flat, index = packed_logits(model, b.packed), b.packed.index  # (M, V), (N, T) rows of it
-    flat = flat.float() / temperature
+    flat = flat.float()
+    if temperature != 1.0:  # a division by 1 would still copy the (M, V) logits, forward and backward
+        flat = flat / temperature
     # log p(token) = logit - logsumexp: avoids materialising a second log-softmax tensor.
     lse = torch.logsumexp(flat, -1)  # (M,)
     logps = flat[index, b.input_ids[:, -T:]] - lse[index]
