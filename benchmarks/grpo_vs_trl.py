@@ -86,6 +86,7 @@ class Curve:
         acc = held_out_accuracy(model, tokenizer, self.held)
         model.train()
         self.points.append((step, round(acc, 3)))
+        print(f"step {step}: held-out accuracy {acc:.3f} ({clock.wall:.0f} s of training)", flush=True)
         for target in self.targets:
             if acc >= target and target not in self.reached:
                 self.reached[target] = (step, round(clock.wall, 1))
@@ -140,6 +141,7 @@ def run_r1kit(cfg: GRPOConfig, steps: int, curve: Curve | None) -> dict:
         clock.start()
         m = grpo.train_step(run, step)
         clock.stop()
+        run.tracker.log(step, m, echo=False)  # per-step metrics in <output_dir>/metrics.jsonl, as a CLI run writes
         dropped.append(m["dropped_groups"])
         lengths.append(m["completion_length"])
         if curve:

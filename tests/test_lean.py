@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import Tok, frequent_token, prompts, sample
 
 from rl.engine import HFEngine, SamplingSettings
 from rl.lean import KVCache, lean_model
-
-
-class Tok:
-    pad_token_id, eos_token_id = 0, 1
 
 
 def dense(kind: str, seed: int = 0, **over) -> torch.nn.Module:
@@ -28,24 +25,8 @@ def dense(kind: str, seed: int = 0, **over) -> torch.nn.Module:
     return model.float().eval()
 
 
-def prompts(seed: int = 0, distinct: int = 5, group: int = 3) -> list[list[int]]:
-    """Different lengths (left padding) and repeated prompts (prefill once, copy cache rows)."""
-    g = torch.Generator().manual_seed(seed)
-    base = [torch.randint(5, 250, (int(n),), generator=g).tolist() for n in torch.randint(2, 20, (distinct,), generator=g)]
-    return [p for p in base for _ in range(group)]
-
-
 def generate(model, ps, sampling, lean: bool, eos: int = 1, seed: int = 0):
-    eng = HFEngine(model, Tok(), lean=lean)
-    eng.eos_id = eos
-    torch.manual_seed(seed)
-    return eng.generate(ps, sampling)
-
-
-def frequent_token(model, ps, sampling) -> int:
-    """A token the model emits often, used as EOS so rows finish at different steps (rows get dropped)."""
-    out = generate(model, ps, sampling, lean=False, eos=-1)
-    return torch.tensor([t for c in out.completion_ids for t in c[2:]]).mode().values.item()
+    return sample(model, ps, sampling, eos=eos, seed=seed, lean=lean)
 
 
 def assert_same(ours, ref):
@@ -60,8 +41,8 @@ def assert_same(ours, ref):
 def test_lean_forward_gives_transformers_tokens_and_logprobs(kind, sampling):
     model = dense(kind, seed=1, **({"attention_bias": True} if kind == "qwen2" else {}))
     assert lean_model(model) is model
-    ps = prompts()
-    eos = frequent_token(model, ps, sampling)
+    ps = prompts(distinct=5)
+    eos = frequent_token(model, ps, sampling, lean=False)
     ref = generate(model, ps, sampling, lean=False, eos=eos)
     ours = generate(model, ps, sampling, lean=True, eos=eos)
     assert len({len(c) for c in ref.completion_ids}) > 1, "rows should finish at different steps"

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import tiny_moe
+from tiny_models import Tok, frequent_token, prompts, sample, tiny_moe
 
 from rl.engine import HFEngine, SamplingSettings
 from rl.mla import LatentCache, mla_layers
 
 
-class Tok:
-    pad_token_id, eos_token_id = 0, 1
-
-
-def prompts(seed: int = 0, distinct: int = 6, group: int = 3) -> list[list[int]]:
-    """Different lengths (left padding) and repeated prompts (prefill once, copy cache rows)."""
-    g = torch.Generator().manual_seed(seed)
-    base = [torch.randint(5, 250, (int(n),), generator=g).tolist() for n in torch.randint(2, 20, (distinct,), generator=g)]
-    return [p for p in base for _ in range(group)]
-
-
 def generate(model, ps, sampling, absorbed: bool, eos: int = 1, seed: int = 0):
-    eng = HFEngine(model, Tok(), absorbed_mla=absorbed)
-    eng.eos_id = eos
-    torch.manual_seed(seed)
-    return eng.generate(ps, sampling)
-
-
-def frequent_token(model, ps, sampling) -> int:
-    """A token the model emits often, used as EOS so rows finish at different steps (rows get dropped)."""
-    out = generate(model, ps, sampling, absorbed=False, eos=-1)
-    return torch.tensor([t for c in out.completion_ids for t in c[2:]]).mode().values.item()
+    return sample(model, ps, sampling, eos=eos, seed=seed, absorbed_mla=absorbed)
 
 
 @pytest.mark.parametrize("sampling", [SamplingSettings(16, greedy=True), SamplingSettings(16, temperature=1.0)],
@@ -40,7 +20,7 @@ def test_absorbed_attention_gives_transformers_tokens_and_logprobs(sampling):
     model = tiny_moe(seed=1).eval()
     assert len(mla_layers(model)) == 3
     ps = prompts()
-    eos = frequent_token(model, ps, sampling)
+    eos = frequent_token(model, ps, sampling, absorbed_mla=False)
     ref = generate(model, ps, sampling, absorbed=False, eos=eos)
     ours = generate(model, ps, sampling, absorbed=True, eos=eos)
     assert len({len(c) for c in ref.completion_ids}) > 1, "rows should finish at different steps"

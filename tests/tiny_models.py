@@ -37,3 +37,35 @@ def tiny_moe(seed: int = 0) -> torch.nn.Module:
         max_position_embeddings=128,
     )
     return AutoModelForCausalLM.from_config(config).float()
+
+
+# ------------------------------------------------------------- engine helpers (rl/mla.py, rl/lean.py tests)
+
+
+class Tok:
+    """The two ids the `hf` engine reads from a tokenizer."""
+
+    pad_token_id, eos_token_id = 0, 1
+
+
+def prompts(seed: int = 0, distinct: int = 6, group: int = 3) -> list[list[int]]:
+    """Different lengths (left padding) and repeated prompts (prefill once, copy cache rows)."""
+    g = torch.Generator().manual_seed(seed)
+    base = [torch.randint(5, 250, (int(n),), generator=g).tolist() for n in torch.randint(2, 20, (distinct,), generator=g)]
+    return [p for p in base for _ in range(group)]
+
+
+def sample(model, ps, sampling, eos: int = 1, seed: int = 0, **engine_kw):
+    """`HFEngine(model, **engine_kw).generate` with `eos` as the end token, seeded."""
+    from rl.engine import HFEngine
+
+    eng = HFEngine(model, Tok(), **engine_kw)
+    eng.eos_id = eos
+    torch.manual_seed(seed)
+    return eng.generate(ps, sampling)
+
+
+def frequent_token(model, ps, sampling, **engine_kw) -> int:
+    """A token the model emits often, used as EOS so rows finish at different steps (rows get dropped)."""
+    out = sample(model, ps, sampling, eos=-1, **engine_kw)
+    return torch.tensor([t for c in out.completion_ids for t in c[2:]]).mode().values.item()
