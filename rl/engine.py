@@ -90,6 +90,8 @@ class HFEngine:
         self.model = model  # same object as the trainer's: nothing to copy
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
+        if empty := [i for i, p in enumerate(prompts) if not len(p)]:
+            raise ValueError(f"prompts {empty[:5]} are empty: every prompt needs at least one token (e.g. BOS)")
         # inference_mode skips autograd's bookkeeping (~9% of a tiny model's decode step); sharded weights
         # (FSDP) gather parameters during the forward, which must stay ordinary tensors: no_grad there.
         with torch.no_grad() if self.sharded else torch.inference_mode():

@@ -33,8 +33,18 @@ _SUPPORTED = {
 _STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # dynamic/longrope rescale with the length: excluded
 
 
+# Fusing q/k/v and gate/up copies those weights once per generate call: worth it where per-op overhead
+# dominates (small models), not worth a transient copy of most of a large model's weights.
+_FUSE_MAX_BYTES = 1 << 30
+
+
 def lean_model(model: nn.Module) -> nn.Module | None:
-    """The causal LM inside `model` (peft wrappers unwrapped) when this path computes it exactly, else None."""
+    """The causal LM inside `model` (peft tuners unwrapped) when this path computes it exactly, else None."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return None  # prefix / prompt tuning add virtual tokens in PeftModel.forward, which this path skips
+    if _has_hooks(model):
+        return None  # hooks on the modules this path does not call would silently not run
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = _SUPPORTED.get(type(lm).__name__)
     inner = getattr(lm, "model", None)
@@ -45,7 +55,7 @@ def lean_model(model: nn.Module) -> nn.Module | None:
         return None
     if any(p.dtype != torch.float32 for p in lm.parameters()):
         return None
-    for layer in inner.layers:
+    for layer in decoder_layers(lm):
         attn = layer.self_attn
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
         norms += [attn.q_norm, attn.k_norm] if hasattr(attn, "q_norm") else []
@@ -57,6 +67,19 @@ def lean_model(model: nn.Module) -> nn.Module | None:
     if type(inner.norm).__name__ != norm_cls or not _rotate_half_is_the_models(lm):
         return None
     return lm
+
+
+def decoder_layers(lm: nn.Module) -> list[nn.Module]:
+    """The layers transformers' forward runs (it slices to `num_hidden_layers`)."""
+    return list(lm.model.layers[: lm.config.num_hidden_layers])
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules())
 
 
 def _rms(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +95,7 @@ class KVCache:
     """
 
     def __init__(self, lm: nn.Module, batch: int, max_len: int, device):
-        layers = lm.model.layers
+        layers = decoder_layers(lm)
         attn = layers[0].self_attn
         heads = lm.config.num_key_value_heads
         shape = (batch, heads, max_len, attn.head_dim)
@@ -82,7 +105,8 @@ class KVCache:
         positions = torch.arange(max_len, device=device)[None]
         cos, sin = lm.model.rotary_emb(self.keys[0], positions)
         self.cos, self.sin = cos[0], sin[0]  # (max_len, D)
-        self.layers = [_Layer(layer) for layer in layers]  # weights fused once per generate call
+        fuse = sum(p.numel() * p.element_size() for p in lm.parameters()) <= _FUSE_MAX_BYTES
+        self.layers = [_Layer(layer, fuse) for layer in layers]  # weights fused once per generate call
         self.length = 0
         self.mask: torch.Tensor | None = None
 
@@ -127,13 +151,13 @@ class _Layer:
     projections are plain `nn.Linear` (adapters keep their own module calls), Qwen3's q/k norm weights
     stacked per head so queries and keys are normalised and rotated together."""
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: nn.Module, fuse: bool):
         attn, mlp = layer.self_attn, layer.mlp
         self.layer, self.attn, self.mlp = layer, attn, mlp
         self.heads = attn.q_proj.out_features // attn.head_dim
         self.kv_heads = attn.k_proj.out_features // attn.head_dim
         self.qkv_weight = self.qkv_bias = None
-        if _plain(attn.q_proj, attn.k_proj, attn.v_proj):
+        if fuse and _plain(attn.q_proj, attn.k_proj, attn.v_proj):
             projs = (attn.q_proj, attn.k_proj, attn.v_proj)
             self.qkv_weight = torch.cat([p.weight for p in projs])
             if attn.q_proj.bias is not None:
@@ -142,7 +166,7 @@ class _Layer:
         if hasattr(attn, "q_norm"):
             self.qk_norm = torch.cat([attn.q_norm.weight.expand(self.heads, -1),
                                       attn.k_norm.weight.expand(self.kv_heads, -1)])  # (H + H_kv, D)
-        self.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) if _plain(
+        self.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) if fuse and _plain(
             mlp.gate_proj, mlp.up_proj) and mlp.gate_proj.bias is None and mlp.up_proj.bias is None else None
 
     def qkv(self, x: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,8 @@ def test_lean_forward_keeps_the_single_prompt_and_single_token_cases():
         assert_same(generate(model, ps, sampling, lean=True, eos=-1), generate(model, ps, sampling, lean=False, eos=-1))
 
 
-@pytest.mark.parametrize("change", ["bf16", "sliding_window", "dynamic_rope", "other_norm", "other_model"])
+@pytest.mark.parametrize("change", ["bf16", "sliding_window", "dynamic_rope", "other_norm", "other_model",
+                                    "forward_hook", "pre_hook", "prefix_tuning"])
 def test_models_the_lean_path_would_compute_differently_keep_transformers_forward(change):
     import transformers
 
@@ -98,6 +99,16 @@ def test_models_the_lean_path_would_compute_differently_keep_transformers_forwar
         model = dense("qwen3")
         norm = model.model.layers[1].post_attention_layernorm
         norm.__class__ = type("GemmaStyleRMSNorm", (type(norm),), {})
+    elif change == "forward_hook":  # a hook on a module the lean path does not call would silently not run
+        model = dense("llama")
+        model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda m, i, out: out * 0.5)
+    elif change == "pre_hook":
+        model = dense("qwen3")
+        model.model.layers[1].register_forward_pre_hook(lambda m, args: None)
+    elif change == "prefix_tuning":  # virtual tokens are added by PeftModel.forward, outside the layers
+        from peft import PrefixTuningConfig, get_peft_model
+
+        model = get_peft_model(dense("llama"), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
     else:
         model = transformers.AutoModelForCausalLM.from_config(transformers.GPT2Config(
             vocab_size=64, n_embd=32, n_layer=1, n_head=2))
@@ -112,3 +123,28 @@ def test_autocast_keeps_transformers_forward():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cache, _ = HFEngine(model, Tok())._cache(2, 8, torch.device("cpu"))
     assert not isinstance(cache, KVCache)
+
+
+def test_lean_forward_runs_only_the_layers_the_config_names():
+    """transformers runs `layers[:num_hidden_layers]` (layer-dropping experiments shorten the config)."""
+    model = dense("qwen3", seed=5, num_hidden_layers=3)
+    model.config.num_hidden_layers = 2
+    ps = prompts(seed=6, distinct=3, group=2)
+    sampling = SamplingSettings(8, greedy=True)
+    assert_same(generate(model, ps, sampling, lean=True, eos=-1), generate(model, ps, sampling, lean=False, eos=-1))
+
+
+def test_large_models_are_not_fused_and_give_the_same_tokens(monkeypatch):
+    """Above the size bound the q/k/v and gate/up weights are not copied into fused matmuls."""
+    model = dense("qwen2", seed=7)
+    monkeypatch.setattr("rl.lean._FUSE_MAX_BYTES", 0)
+    cache = KVCache(model, 2, 8, torch.device("cpu"))
+    assert all(layer.qkv_weight is None and layer.gate_up is None for layer in cache.layers)
+    ps = prompts(seed=8, distinct=3, group=2)
+    sampling = SamplingSettings(8, greedy=True)
+    assert_same(generate(model, ps, sampling, lean=True, eos=-1), generate(model, ps, sampling, lean=False, eos=-1))
+
+
+def test_an_empty_prompt_is_an_error_not_an_arbitrary_completion():
+    with pytest.raises(ValueError, match="empty"):
+        HFEngine(dense("llama"), Tok()).generate([[5, 6], []], SamplingSettings(4, greedy=True))
