@@ -97,12 +97,24 @@ def _varied(rewards: list[float]) -> bool:
     return len(scored) > 1 and max(scored) > min(scored)
 
 
+def prompts_to_sample(run: Run, short: int) -> int:
+    """Prompts to sample for `short` missing groups. With dynamic sampling the draw is enlarged by the share of
+    zero-variance groups seen in recent steps (plus one standard deviation of the kept count), so that most
+    steps fill their batch in one generation round instead of paying a whole extra decode loop for a few
+    groups (verl oversamples the same way); groups found beyond the batch are not trained on. The expected
+    share is capped at one half: a policy that never earns a reward costs at most twice the rows per round."""
+    if short <= 0:
+        return 1  # a full process that must still join the others' forwards (sharded weights)
+    p = min(run.zero_variance_rate, 0.5) if run.cfg.dynamic_sampling else 0.0
+    return math.ceil((short + math.sqrt(short * p * (1 - p))) / (1 - p))
+
+
 def collect(run: Run) -> tuple[Groups, dict[str, float]]:
     """One step's local batch. With dynamic sampling (DAPO sec. 3.2) groups whose rewards are all equal
     are set aside and more prompts are sampled, for at most `max_sampling_rounds` extra rounds."""
     cfg, G = run.cfg, run.cfg.num_generations
     need = run.local_batch // G
-    kept, dropped, sampled = Groups(), Groups(), 0
+    kept, dropped, sampled, zero, surplus = Groups(), Groups(), 0, 0, 0
     for round_ in range(cfg.max_sampling_rounds + 1):
         short = need - len(kept.rows) // G
         # Every process runs the same number of rounds (decided together)...
@@ -112,15 +124,27 @@ def collect(run: Run) -> tuple[Groups, dict[str, float]]:
             continue
         # ...and under FSDP / ZeRO-3 every forward gathers weights from all processes, so a process that is
         # already full still samples one group (set aside: filler only) to join the others' forwards.
-        new = sample_groups(run, max(short, 1))
-        sampled += max(short, 0)
-        for g in range(max(short, 1)):
+        n = prompts_to_sample(run, short)
+        new = sample_groups(run, n)
+        for g in range(n):
             part = new.take(list(range(g * G, (g + 1) * G)))
-            (kept if short > 0 and (_varied(part.rewards) or not cfg.dynamic_sampling) else dropped).extend(part)
-    n_dropped = len(dropped.rows) // G
+            if short <= 0:
+                dropped.extend(part)
+                continue
+            sampled += 1
+            if cfg.dynamic_sampling and not _varied(part.rewards):
+                zero += 1
+                dropped.extend(part)
+            elif len(kept.rows) // G < need:
+                kept.extend(part)
+            else:
+                surplus += 1  # oversampling found more informative groups than the batch holds
+    if cfg.dynamic_sampling and sampled:
+        run.zero_variance_rate = 0.8 * run.zero_variance_rate + 0.2 * zero / sampled
     filler = need - len(kept.rows) // G
     kept.extend(dropped.take(list(range(filler * G))))  # zero-variance groups: no policy gradient
-    return kept, {"dropped_groups": n_dropped / max(sampled, 1), "sampled_groups": float(sampled)}
+    return kept, {"dropped_groups": zero / max(sampled, 1), "sampled_groups": float(sampled),
+                  "unused_groups": surplus / max(sampled, 1)}
 
 
 # -------------------------------------------------------------------------------- tensors
@@ -394,7 +418,8 @@ def train(run: Run) -> None:
 
 def save(run: Run, step: int) -> None:
     save_checkpoint(run.accelerator, run.cfg.output_dir, step, model=run.model, tokenizer=run.tokenizer,
-                    state={"max_steps": run.max_steps}, data_state=run.stream.state(),
+                    state={"max_steps": run.max_steps},
+                    data_state={**run.stream.state(), "zero_variance_rate": run.zero_variance_rate},
                     save_total_limit=run.cfg.save_total_limit)
 
 
@@ -406,6 +431,7 @@ def resume(run: Run) -> None:
     state, data_state = load_checkpoint(run.accelerator, path)
     run.start_step = state["step"]
     run.stream.load_state(data_state)
+    run.zero_variance_rate = data_state.get("zero_variance_rate", 0.0)
     run.progress.update(run.start_step)
     print(f"resumed from {path} at step {run.start_step}", flush=True)
 

@@ -97,6 +97,7 @@ class Run:
     load_tracker: Any = None
     replay: Any = None
     start_step: int = 0
+    zero_variance_rate: float = 0.0  # recent share of sampled groups without reward variance (dynamic sampling)
 
     @property
     def pack_length(self) -> int:

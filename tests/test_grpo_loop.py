@@ -190,7 +190,31 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_tops_up(tiny_dir, tmp_p
     assert len(groups.rewards) == 8  # the batch is still full (topped up with zero-variance groups)
     assert m["dropped_groups"] == 1.0 and m["sampled_groups"] == 2 * 3  # 2 groups x (1 + 2 extra rounds)
     assert run.stream.state()["offset"] == 6
+    # the next step expects zero-variance groups (rate 0.2 after this one) and draws more prompts at once
+    assert run.zero_variance_rate == pytest.approx(0.2)
+    assert grpo.prompts_to_sample(run, 2) == 4  # ceil((2 + sqrt(2 * 0.2 * 0.8)) / 0.8)
     grpo.teardown_run(run)
+
+
+def test_dynamic_sampling_oversamples_by_the_expected_drop_rate_and_leaves_the_surplus(tiny_dir, tmp_path,
+                                                                                      monkeypatch):
+    from rewards import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "test_varied", lambda completions, **_: [0.0, 1.0] * (len(completions) // 2))
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, rewards=[{"name": "test_varied"}]))
+    calls = []
+    real = run.engine.generate
+    run.engine.generate = lambda p, s: calls.append(len(p)) or real(p, s)
+    run.zero_variance_rate = 0.5  # as if half of the recent groups had no reward variance
+    groups, m = grpo.collect(run)
+    assert calls == [6 * 4]  # one round of ceil((2 + sqrt(2 * 0.25)) / 0.5) = 6 prompts, not a second round
+    assert len(groups.rewards) == 8 and m["sampled_groups"] == 6 and m["unused_groups"] == pytest.approx(4 / 6)
+    assert m["dropped_groups"] == 0.0 and run.zero_variance_rate == pytest.approx(0.4)
+    off = grpo.setup_run(make_cfg(tiny_dir, tmp_path / "off", rewards=[{"name": "test_varied"}], dynamic_sampling=False))
+    off.zero_variance_rate = 0.5
+    assert grpo.prompts_to_sample(off, 2) == 2  # without dynamic sampling nothing is dropped, nothing oversampled
+    grpo.teardown_run(run)
+    grpo.teardown_run(off)
 
 
 def test_hf_engine_logprobs_match_the_training_forward(tiny_dir, tmp_path):
@@ -327,3 +351,16 @@ def test_sharded_process_that_is_full_still_joins_every_sampling_round(tiny_dir,
         grpo.teardown_run(run)
     assert [n for s, n in calls if not s] == [8]  # unsharded: one generate call, then idle rounds
     assert [n for s, n in calls if s] == [8, 4, 4]  # sharded: one group per extra round
+
+
+def test_the_expected_drop_rate_is_checkpointed_with_the_data_position(tiny_dir, tmp_path):
+    """Resumed runs must draw as many prompts per round as the uninterrupted run would."""
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
+    run.stream.take(3)
+    run.zero_variance_rate = 0.3
+    grpo.save(run, 1)
+    grpo.teardown_run(run)
+    again = grpo.setup_run(make_cfg(tiny_dir, tmp_path, resume_from_checkpoint="auto"))
+    grpo.resume(again)
+    assert again.zero_variance_rate == pytest.approx(0.3) and again.stream.state()["offset"] == 3
+    grpo.teardown_run(again)
