@@ -134,7 +134,7 @@ class HFEngine:
             return cache, absorbed_attention(layers, cache)
         lm = lean_model(self.model) if self.lean and plain else None
         if lm is not None:
-            return _LeanCache(lm, batch, max_len, device), contextlib.nullcontext()
+            return KVCache(lm, batch, max_len, device), contextlib.nullcontext()
         return DynamicCache(config=self.model.config), contextlib.nullcontext()
 
     def _decode(self, ids, mask, inverse, cache, sampling: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +169,7 @@ class HFEngine:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
         """(N, V) logits of the last position; the cache grows by ids.shape[1] positions."""
-        if isinstance(cache, _LeanCache):
+        if isinstance(cache, KVCache):
             cache.begin(mask)
             logits = lean_forward(cache.lm, ids, pos, cache)
             cache.advance(ids.shape[1])
@@ -192,14 +192,6 @@ class HFEngine:
             lp_out.append(lp[:end])
             trunc.append(self.eos_id not in row[:end] and end >= limit)
         return Rollout(ids_out, lp_out, trunc)
-
-
-class _LeanCache(KVCache):
-    """A `rl.lean` cache that also carries the causal LM it was built for."""
-
-    def __init__(self, lm: torch.nn.Module, batch: int, max_len: int, device):
-        super().__init__(lm, batch, max_len, device)
-        self.lm = lm
 
 
 def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:

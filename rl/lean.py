@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rl.kv import select_rows, visible_keys
+
 # causal LM class -> (decoder layer, attention, RMSNorm) class names this module reproduces exactly
 _SUPPORTED = {
     "LlamaForCausalLM": ("LlamaDecoderLayer", "LlamaAttention", "LlamaRMSNorm"),
@@ -95,6 +97,7 @@ class KVCache:
     """
 
     def __init__(self, lm: nn.Module, batch: int, max_len: int, device):
+        self.lm = lm  # the causal LM `lean_forward` runs on this cache
         layers = decoder_layers(lm)
         attn = layers[0].self_attn
         heads = lm.config.num_key_value_heads
@@ -119,22 +122,12 @@ class KVCache:
 
     def allowed(self, q_len: int) -> torch.Tensor:
         """(B, 1, q, L) bool: which keys each new query may see (causal, no padding keys)."""
-        start, end = self.length, self.length + q_len
-        keys = torch.arange(end, device=self.mask.device)
-        now = torch.arange(start, end, device=self.mask.device)[:, None]  # (q, 1)
-        # a padding query also sees itself, so its row stays finite (no key of it is ever read)
-        return ((self.mask[:, None, :end].bool() & (keys <= now)) | (keys == now))[:, None]
+        return visible_keys(self.mask, self.length, q_len)[:, None]
 
     def batch_select_indices(self, index: torch.Tensor) -> None:
         """Keep (or repeat) these rows; only the filled part is copied."""
         for bufs in (self.keys, self.values):
-            for i, buf in enumerate(bufs):
-                rows = buf[:, :, :self.length].index_select(0, index)
-                if len(index) > buf.shape[0]:
-                    buf = buf.new_empty(len(index), *buf.shape[1:])  # unwritten slots are written before read
-                buf = buf[:len(index)]
-                buf[:, :, :self.length] = rows
-                bufs[i] = buf
+            bufs[:] = [select_rows(buf, index, self.length, seq_dim=2) for buf in bufs]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

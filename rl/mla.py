@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rl.kv import select_rows, visible_keys
+
 _NEEDED = ("kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj", "qk_nope_head_dim",
            "qk_rope_head_dim", "v_head_dim", "kv_lora_rank", "num_heads", "scaling", "layer_idx")  # fmt: skip
 
@@ -105,22 +107,13 @@ class LatentCache:
     def allowed(self, q_len: int) -> torch.Tensor:
         """(B, q, L) bool: which keys each new query may see; shared by every layer of this forward."""
         if self._allowed is None:
-            start, end = self.length, self.length + q_len
-            keys = torch.arange(end, device=self.mask.device)
-            now = torch.arange(start, end, device=self.mask.device)[:, None]  # (q, 1) each query's position
-            # a padding query also sees itself, so its row stays finite (no key of it is ever read)
-            self._allowed = (self.mask[:, None, :end].bool() & (keys <= now)) | (keys == now)
+            self._allowed = visible_keys(self.mask, self.length, q_len)
         return self._allowed
 
     def batch_select_indices(self, index: torch.Tensor) -> None:
         """Keep (or repeat) these rows. Only the filled part moves; fewer rows compact in place."""
         for key, buf in self.buffers.items():
-            rows = buf[:, :self.length].index_select(0, index)
-            if len(index) > buf.shape[0]:
-                buf = buf.new_empty(len(index), *buf.shape[1:])  # unwritten slots are written before read
-            buf = buf[:len(index)]
-            buf[:, :self.length] = rows
-            self.buffers[key] = buf
+            self.buffers[key] = select_rows(buf, index, self.length, seq_dim=1)
         self._allowed = None
 
 
