@@ -9,12 +9,15 @@ accuracy is greedy, on test-split problems, through one evaluator for both
 (`_start_point.held_out_accuracy`); evaluation time is left out of every timing.
 
 Two parts:
-- timing: `--timing_steps` steps each of r1kit with dynamic sampling off (like for like with TRL,
-  which has none), r1kit with it on (it samples more when groups have no reward variance), and TRL.
-  Wall seconds and process CPU seconds per step (CPU time is the steadier figure on a shared machine).
-- learning: r1kit defaults (warmup, dynamic sampling) vs TRL defaults (no warmup, no dynamic
-  sampling; gradient checkpointing off for both) for `--steps` steps, held-out accuracy every
-  `--eval_every` steps; steps and training wall seconds until accuracy first reaches each of `--targets`.
+- timing: `--timing_steps` steps each, like for like: r1kit with dynamic sampling off and one update
+  per rollout batch (num_iterations 1) against TRL's defaults (no dynamic sampling, num_iterations 1);
+  then r1kit's defaults (dynamic sampling on, which samples more when groups have no reward variance,
+  and num_iterations 2) against TRL with num_iterations 2. Wall seconds and process CPU seconds per
+  step (CPU time is the steadier figure on a shared machine).
+- learning: r1kit defaults (warmup, dynamic sampling, two updates per rollout batch) vs TRL defaults
+  (no warmup, no dynamic sampling, one update; gradient checkpointing off for both) for `--steps`
+  steps, held-out accuracy every `--eval_every` steps; steps and training wall seconds until accuracy
+  first reaches each of `--targets` (a step is one rollout batch in both trainers).
 
     python benchmarks/grpo_vs_trl.py --work /tmp/r1kit_bench --steps 400 --eval_every 25
     python benchmarks/grpo_vs_trl.py --work /tmp/r1kit_bench --skip timing --trainers TRL --steps 700
@@ -44,6 +47,7 @@ from rl import grpo
 from rl.config import GRPOConfig
 
 REWARDS = [{"name": "accuracy", "weight": 1.0}, {"name": "format", "weight": 0.2}]
+LIKE = "r1kit (dynamic sampling off, mu=1)"
 
 
 class Clock:
@@ -151,7 +155,7 @@ def run_r1kit(cfg: GRPOConfig, steps: int, curve: Curve | None) -> dict:
             "completion_length": sum(lengths) / len(lengths)}
 
 
-def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None) -> dict:
+def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None, num_iterations: int = 1) -> dict:
     import datasets
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -165,7 +169,7 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None) -> dict
         output_dir=str(out), max_steps=steps, learning_rate=a.lr, per_device_train_batch_size=a.prompts * a.G,
         num_generations=a.G, max_completion_length=a.max_completion_length, temperature=a.temperature, loss_type="dapo",
         epsilon_high=0.28, use_cpu=True, bf16=False, report_to="none", logging_steps=10**6, save_strategy="no",
-        seed=a.seed, gradient_checkpointing=False, dataloader_num_workers=0)
+        seed=a.seed, gradient_checkpointing=False, dataloader_num_workers=0, num_iterations=num_iterations)
     clock = Clock()
 
     class Timer(TrainerCallback):
@@ -184,11 +188,13 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None) -> dict
 
 
 def timing(a, policy: Path, work: Path) -> dict[str, dict]:
-    """Each trainer twice, interleaved (A B A B), so a slow spell on a shared machine hits both."""
+    """The like-for-like pair twice, interleaved (A B A B), so a slow spell on a shared machine hits both;
+    then r1kit's defaults and TRL at the same number of updates per rollout batch, once each."""
+    n = a.timing_steps + 1
     runs = {
-        "r1kit (dynamic sampling off)": lambda i: run_r1kit(
-            r1kit_cfg(a, policy, work / f"t_off{i}", dynamic_sampling=False), a.timing_steps + 1, None),
-        "TRL": lambda i: run_trl(a, policy, work / f"t_trl{i}", a.timing_steps + 1, None),
+        LIKE: lambda i: run_r1kit(
+            r1kit_cfg(a, policy, work / f"t_off{i}", dynamic_sampling=False, num_iterations=1), n, None),
+        "TRL": lambda i: run_trl(a, policy, work / f"t_trl{i}", n, None),
     }
     parts: dict[str, list[dict]] = {name: [] for name in runs}
     for i in range(2):
@@ -197,10 +203,12 @@ def timing(a, policy: Path, work: Path) -> dict[str, dict]:
             parts[name].append(fn(i))
             print(name, json.dumps(parts[name][-1]), flush=True)
     out = {name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for name, rs in parts.items()}
-    torch.manual_seed(a.seed)
-    name = "r1kit (dynamic sampling on)"
-    out[name] = run_r1kit(r1kit_cfg(a, policy, work / "t_on"), a.timing_steps + 1, None)
-    print(name, json.dumps(out[name]), flush=True)
+    mu = r1kit_cfg(a, policy, work / "t_on").num_iterations
+    for name, fn in ((f"r1kit defaults (mu={mu})", lambda: run_r1kit(r1kit_cfg(a, policy, work / "t_on"), n, None)),
+                     (f"TRL num_iterations={mu}", lambda: run_trl(a, policy, work / "t_trl_mu", n, None, mu))):
+        torch.manual_seed(a.seed)
+        out[name] = fn()
+        print(name, json.dumps(out[name]), flush=True)
     return out
 
 
@@ -221,11 +229,14 @@ def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
 def table(times: dict, learn: dict, start: float, targets: list[float], steps: int) -> str:
     lines = [f"start held-out accuracy {start:.3f}"]
     if times:
-        trl_s = times["TRL"]["s_per_step"]
-        lines += ["", f"{'trainer':<30} {'s/step':>8} {'cpu s/step':>11} {'vs TRL':>7} {'dropped':>8}"]
+        # each r1kit row against the TRL row with the same number of updates per rollout batch
+        names = list(times)
+        peer = {LIKE: "TRL", names[2]: names[3]}
+        lines += ["", f"{'trainer':<42} {'s/step':>8} {'cpu s/step':>11} {'vs TRL':>7} {'dropped':>8}"]
         for name, r in times.items():
-            lines.append(f"{name:<30} {r['s_per_step']:>8.2f} {r['cpu_s_per_step']:>11.2f} "
-                         f"{r['s_per_step'] / trl_s:>7.2f} {r.get('dropped_groups', 0.0):>8.2f}")
+            ratio = f"{r['s_per_step'] / times[peer[name]]['s_per_step']:>7.2f}" if name in peer else f"{'':>7}"
+            lines.append(f"{name:<42} {r['s_per_step']:>8.2f} {r['cpu_s_per_step']:>11.2f} "
+                         f"{ratio} {r.get('dropped_groups', 0.0):>8.2f}")
     if learn:
         lines += ["", f"{'defaults':<8} {'s/step':>7}  curve (step, held-out greedy accuracy)"]
         lines += [f"{name:<8} {r['s_per_step']:>7.2f}  {r['curve']}" for name, r in learn.items()]

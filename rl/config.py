@@ -59,7 +59,11 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
         "grpo: sequence-mean of token-mean; dr_grpo: sum / (B * max_completion_length); "
         "dapo: token-level mean; gspo: sequence-level ratio.",
     )
-    num_iterations: int = arg(1, "Policy updates per rollout batch (mu).", ge=1)
+    # Two updates per rollout batch: the second is where the clip acts as a trust region (with one, the ratio
+    # is exactly 1). On the benchmark task it reached 80% held-out in 750 steps over three seeds against
+    # 950 with one update, for two forward+backward passes per step instead of one (docs/grpo.md).
+    # DeepSeekMath's GRPO used 1: set it when updates, not generation, dominate the step time.
+    num_iterations: int = arg(2, "Policy updates per rollout batch (mu).", ge=1)
     epsilon: float = arg(0.2, "Lower clip: ratio >= 1 - epsilon.", gt=0, lt=1)
     epsilon_high: float | None = arg(None, "Upper clip (DAPO clip-higher, e.g. 0.28); null: same as epsilon.", gt=0)
     beta: float = arg(0.0, "k3 KL coefficient; the reference model is loaded only when > 0.", ge=0)

@@ -237,9 +237,9 @@ def micro_batch(run: Run, b: StepBatch, i: int, j: int) -> StepBatch:
 
 @torch.no_grad()
 def fill_old_and_ref(run: Run, b: StepBatch) -> None:
-    """Old log-probs when they differ from the current policy's (mu > 1, or an inexact engine), recording
-    the routing for replay; reference log-probs when beta > 0."""
-    need_old = run.cfg.num_iterations > 1 or not run.engine.exact_logprobs
+    """Old log-probs up front only when routing replay must record the old policy's expert choices (otherwise
+    the first update's own forward supplies them, see `update`); reference log-probs when beta > 0."""
+    need_old = run.cfg.routing_replay and (run.cfg.num_iterations > 1 or not run.engine.exact_logprobs)
     olds, refs = [], []
     if not need_old and run.cfg.beta == 0:
         return
@@ -256,10 +256,15 @@ def fill_old_and_ref(run: Run, b: StepBatch) -> None:
 
 
 def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
-    """One optimizer step over the local batch: accumulate micro-batch gradients, clip, step."""
+    """One optimizer step over the local batch: accumulate micro-batch gradients, clip, step.
+
+    The first of the mu updates runs on the policy that is "old", so its detached log-probs are the old
+    log-probs; they are kept for the later updates instead of paying a separate no-grad forward."""
     sums: dict[str, float] = {"loss": 0.0, "entropy": 0.0}
     spans = _micro_batches(run, len(b.advantages))
     finite = True
+    keep_old = b.old_logps is None and run.cfg.num_iterations > 1
+    olds = []
     run.load_tracker_on(True)
     for k, (i, j) in enumerate(spans):
         mb = micro_batch(run, b, i, j)
@@ -268,6 +273,8 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
             run.set_load_mask(mb)
             logps, entropy = token_logps(run.model, mb, run.cfg.temperature)
             old = logps.detach() if mb.old_logps is None else mb.old_logps
+            if keep_old:
+                olds.append(old)
             is_w = None
             if not run.engine.exact_logprobs:  # truncated IS: weight = min(pi_old / pi_engine, C)
                 is_w = torch.exp(old - mb.engine_logps).clamp(max=run.cfg.importance_sampling_cap)
@@ -282,6 +289,8 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
         sums["entropy_tokens"] = sums.get("entropy_tokens", 0.0) + mb.completion_mask.sum().item()
         for key, v in stats.items():
             sums[key] = sums.get(key, 0.0) + v.item()
+    if keep_old:
+        b.old_logps = torch.cat(olds)
     return {**_finish_step(run, finite), **_token_means(run, sums, norm)}
 
 

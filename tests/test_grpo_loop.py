@@ -118,6 +118,36 @@ def test_grad_accumulation_1x8_equals_8x1(tiny_dir, tmp_path, loss_type):
         torch.testing.assert_close(p1[n], p8[n], rtol=1e-4, atol=1e-7, msg=n)
 
 
+@pytest.mark.parametrize("micro", [8, 4])
+def test_later_updates_use_the_first_updates_log_probs_as_old(tiny_dir, tmp_path, micro):
+    """mu = 2 keeps the first update's detached log-probs as the old policy's instead of a separate no-grad
+    forward: the second update must see exactly the ratios a precomputed old forward would give."""
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0])
+    results = []
+    for precompute in (True, False):
+        cfg = make_cfg(tiny_dir, tmp_path / str(precompute), model_name_or_path=str(tiny_dir / "student"),
+                       num_iterations=2, per_device_train_batch_size=micro, gradient_accumulation_steps=8 // micro,
+                       loss_type="dapo", epsilon=0.01, learning_rate=0.05)  # a big step, so the ratio clips
+        run = grpo.setup_run(cfg)
+        batch = fixed_batch(run, adv)
+        if precompute:
+            with torch.no_grad():
+                batch.old_logps = torch.cat([grpo.token_logps(run.model, grpo.micro_batch(run, batch, i, j), 1.0)[0]
+                                             for i, j in grpo._micro_batches(run, 8)])
+        grpo.fill_old_and_ref(run, batch)
+        first = grpo.update(run, batch, norm_for(batch))
+        assert first["clip_low"] + first["clip_high"] == 0.0  # the first update is on the old policy
+        assert batch.old_logps is not None
+        second = grpo.update(run, batch, norm_for(batch))
+        results.append((second, params(run)))
+        grpo.teardown_run(run)
+    (m_pre, p_pre), (m_kept, p_kept) = results
+    assert m_kept["clip_low"] + m_kept["clip_high"] > 0  # the second update measured a moved policy
+    assert m_kept["clip_low"] == pytest.approx(m_pre["clip_low"]) and m_kept["loss"] == pytest.approx(m_pre["loss"])
+    for n in p_pre:
+        torch.testing.assert_close(p_kept[n], p_pre[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
 def test_zero_variance_group_gets_zero_advantage_and_no_gradient(tiny_dir, tmp_path):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, moe_bias_update_speed=0.0))
     flat = grpo.advantages_for(run, grpo.Groups(rewards=[1.0] * 4 + [0.0, 1.0, 0.0, 1.0]))
