@@ -112,7 +112,8 @@ def write_train_rows(a, work: Path) -> Path:
 
 
 def r1kit_cfg(a, policy: Path, out: Path, **over) -> GRPOConfig:
-    """r1kit's defaults plus the shared benchmark settings (warmup and dynamic sampling are defaults)."""
+    """r1kit's defaults plus the shared benchmark settings (warmup, dynamic sampling and two updates per
+    rollout batch are defaults)."""
     return load_config(GRPOConfig, None, {
         "model_name_or_path": str(policy), "dataset_name": str(a.data),
         "output_dir": str(out), "max_samples": 2000, "num_generations": a.G,
@@ -165,8 +166,10 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None, num_ite
     rows = problems(a, "train", 2000)
     data = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
                                         "answer": r["answer"]} for r in rows])
+    # TRL counts optimizer steps: with num_iterations k it generates every k-th step, so `steps` rollout
+    # batches are k * steps of its steps, and the clock sums each run of k into one rollout batch.
     args = trl.GRPOConfig(
-        output_dir=str(out), max_steps=steps, learning_rate=a.lr, per_device_train_batch_size=a.prompts * a.G,
+        output_dir=str(out), max_steps=steps * num_iterations, learning_rate=a.lr, per_device_train_batch_size=a.prompts * a.G,
         num_generations=a.G, max_completion_length=a.max_completion_length, temperature=a.temperature, loss_type="dapo",
         epsilon_high=0.28, use_cpu=True, bf16=False, report_to="none", logging_steps=10**6, save_strategy="no",
         seed=a.seed, gradient_checkpointing=False, dataloader_num_workers=0, num_iterations=num_iterations)
@@ -178,12 +181,15 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None, num_ite
 
         def on_step_end(self, _args, state, _control, model=None, **__):
             clock.stop()
-            if curve:
-                curve.maybe_eval(state.global_step, model, tokenizer, clock)
+            if curve and state.global_step % num_iterations == 0:  # after each rollout batch's last update
+                curve.maybe_eval(state.global_step // num_iterations, model, tokenizer, clock)
 
     trainer = trl.GRPOTrainer(model=model, reward_funcs=build_rewards(REWARDS), args=args, train_dataset=data,
                               processing_class=tokenizer, callbacks=[Timer()])
     trainer.train()
+    k = num_iterations
+    clock.walls = [sum(clock.walls[i:i + k]) for i in range(0, len(clock.walls), k)]
+    clock.cpus = [sum(clock.cpus[i:i + k]) for i in range(0, len(clock.cpus), k)]
     return {**clock.per_step(), "train_wall_s": clock.wall}
 
 
@@ -220,7 +226,7 @@ def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
         if name == "r1kit":
             res = run_r1kit(r1kit_cfg(a, policy, work / "l_r1kit", **a.set), a.steps, curve)
         else:
-            res = run_trl(a, policy, work / "l_trl", a.steps, curve)
+            res = run_trl(a, policy, work / "l_trl", a.steps, curve, a.trl_num_iterations)
         out[name] = {**res, "curve": curve.points, "reached": {str(t): r for t, r in curve.reached.items()}}
         print(name, json.dumps(out[name]), flush=True)
     return out
@@ -279,6 +285,8 @@ def main() -> None:
                    help="learning part: which trainers to run (e.g. TRL alone for a longer run)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an r1kit GRPOConfig key in the learning run (repeatable), e.g. --set scale_rewards=batch")
+    p.add_argument("--trl_num_iterations", type=int, default=1,
+                   help="learning part: TRL's updates per rollout batch (1 is its default; 2 matches r1kit's)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timing steps, 4 learning steps, 32 evals")
     a = p.parse_args()
     a.set = overrides(a.set)
