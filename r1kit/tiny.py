@@ -14,9 +14,12 @@ Choices and why:
   prompt with `<think>\\n` (R1's prefill).
 - Policy: `DeepseekV3Config` MoE - MLA attention with kv_lora_rank 512 and qk_rope_head_dim 64 (the
   dims vLLM's CPU MLA kernels accept), first layer dense, then 1 shared + 8 routed experts, sigmoid
-  top-2 routing with `e_score_correction_bias` (noaux_tc). Small nope/v head dims keep it near 1.8M
-  parameters. Weights start at std ~1/sqrt(hidden) (see POLICY_INIT_STD). No multi-token-prediction layers (R1's post-training does not use them).
-- Student: dense Qwen3 with under half the policy's parameters, same tokenizer (distillation target).
+  top-2 routing with `e_score_correction_bias` (noaux_tc). Nope/v head dims of 32 keep it near 2.1M
+  parameters (nope 16 fails to load in vLLM's CPU backend, 32 loads). Weights start at std
+  ~1/sqrt(hidden) (see POLICY_INIT_STD). No multi-token-prediction layers (R1's post-training does not
+  use them).
+- Student: dense Qwen3 (0.41M) with under half the policy's parameters, same tokenizer (distillation
+  target). head_dim 32: vLLM's CPU attention rejects 24.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def policy_config(tokenizer):
         kv_lora_rank=512,  # fixed by vLLM's CPU MLA kernels (latent 512 + rope 64 = 576 head size)
         qk_rope_head_dim=64,
         q_lora_rank=None,  # plain q_proj: a low-rank query saves nothing at hidden 128
-        qk_nope_head_dim=16,
+        qk_nope_head_dim=32,  # 16 fails in vLLM CPU's MLA weight packing ("invalid weight input features")
         v_head_dim=32,
         n_shared_experts=1,
         n_routed_experts=8,
@@ -170,7 +173,7 @@ def student_config(tokenizer):
         num_hidden_layers=3,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=24,
+        head_dim=32,  # vLLM CPU attention rejects 24 ("Unsupported CPU attention configuration")
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
         initializer_range=STUDENT_INIT_STD,

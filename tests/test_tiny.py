@@ -121,8 +121,8 @@ def test_generate_with_kv_cache_matches_full_recompute(tiny_dir, tok, name):
     full = model.generate(**batch, use_cache=False, **kw)
     assert cached.sequences.shape[1] == batch["input_ids"].shape[1] + 12
     assert torch.equal(cached.sequences, full.sequences)
-    for a, b in zip(cached.logits, full.logits):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(cached.logits, full.logits):  # float32 sums in another order: ~1e-4 apart
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
     assert len(set(cached.sequences[0, -12:].tolist())) > 1  # the check above compared real choices
 
 
