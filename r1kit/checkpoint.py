@@ -1,7 +1,8 @@
 """Atomic checkpoints any training stage can write and resume from.
 
 A checkpoint `output_dir/checkpoint-<step>/` holds:
-- `model/`: HF-format model + tokenizer (`from_pretrained` works on it; the adapter for LoRA),
+- `model/`: HF-format model + tokenizer (`from_pretrained` works on it; for LoRA the adapter and the MoE
+  router biases, which `r1kit.modeling.loading.load_model` restores),
 - `state/`: `accelerator.save_state` output (model weights, optimizer, scheduler, every process's
   RNG states; sharded correctly under FSDP/DeepSpeed),
 - `trainer_state.json`: step and any stage counters, plus one data position per process.
@@ -79,12 +80,50 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, model, to
     return final
 
 
+# Files whose presence tells loaders (and r1kit's path checks) that a directory holds a whole model.
+_MARKERS = ("config.json", "adapter_config.json")
+
+
 def save_model(accelerator, model, tokenizer, path: str | Path) -> None:
-    """HF-format model (the adapter only, for a peft model) + tokenizer; collective under FSDP."""
+    """Save the model + tokenizer into `path` so it loads by that path; call on every process (collective
+    under FSDP).
+
+    A peft model writes its adapter and, for an MoE, the routers' `e_score_correction_bias`
+    (`router_bias.safetensors`): balancing moves those buffers, the adapter does not hold them, and
+    `r1kit.modeling.loading.load_model` restores them. Atomic: written to a temp dir, then moved in with
+    the marker files (`config.json`, `adapter_config.json`) removed first and put back last, so an
+    interrupted save never looks like a whole model, even into an `output_dir` that holds other files.
+    """
+    from peft import PeftModel
+
+    from r1kit.modeling.lora import save_adapter
+
+    out = Path(path)
     weights = accelerator.get_state_dict(model)  # gathers FSDP shards; a plain state_dict otherwise
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(path, state_dict=weights)
-        tokenizer.save_pretrained(path)
+        tmp = out / ".tmp-save"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped = accelerator.unwrap_model(model)
+        if isinstance(unwrapped, PeftModel):
+            save_adapter(unwrapped, tmp, tokenizer, state_dict=weights)
+        else:
+            unwrapped.save_pretrained(tmp, state_dict=weights)
+            tokenizer.save_pretrained(tmp)
+        _fsync_dir(tmp)
+        _move_in(tmp, out)
+    accelerator.wait_for_everyone()
+
+
+def _move_in(tmp: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _MARKERS:
+        (out / name).unlink(missing_ok=True)
+    for p in sorted(tmp.iterdir(), key=lambda p: p.name in _MARKERS):
+        target = out / p.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(p, target)
+    tmp.rmdir()
 
 
 def _fsync_dir(d: Path) -> None:
@@ -120,5 +159,5 @@ def clean_temp(output_dir: str | Path) -> None:
     """Remove half-written checkpoints left by a killed run."""
     d = Path(output_dir)
     if d.is_dir():
-        for p in d.glob(".tmp-checkpoint-*"):
+        for p in [*d.glob(".tmp-checkpoint-*"), d / ".tmp-save"]:
             shutil.rmtree(p, ignore_errors=True)

@@ -14,7 +14,9 @@ to itself (positions restart per document, see `pack`), as at generation time, w
 position 0 with nothing before it; otherwise a solution can be trained cut off from its question.
 MoE policies also get DeepSeek-V3's auxiliary-loss-free balancing (V3 report
 sec. 2.1.2: after each step every router's `e_score_correction_bias` moves by
-`router_bias_update_speed * sign(mean load - load)`), since nothing else keeps experts from collapsing.
+`moe_bias_update_speed * sign(mean load - load)`), since nothing else keeps experts from collapsing.
+Model loading, balancing and the atomic final save come from the shared layer (`r1kit.modeling`,
+`r1kit.checkpoint.save_model`).
 Held-out loss (test-split problems, never in train) is measured before and after; at the end a greedy
 decode of held-out problems reports exact-answer accuracy per task and difficulty. `output_dir` gets
 `metrics.jsonl`, `summary.json`, checkpoints (`save_steps`) and the final model + tokenizer.
@@ -27,9 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ class PretrainConfig(ModelConfig, TrainConfig):
         0, "CPU threads for torch (torch.set_num_threads); 0 keeps torch's default (OMP_NUM_THREADS, else all cores).",
         ge=0,
     )
-    router_bias_update_speed: float = arg(
+    moe_bias_update_speed: float = arg(
         0.001, "MoE only: DeepSeek-V3 aux-loss-free balancing step for e_score_correction_bias (0 disables).", ge=0
     )
 
@@ -202,24 +202,7 @@ class _Run:
     train_loader: Any
     eval_loader: Any
     total_steps: int
-    experts: Any  # rl.moe.ExpertLoadTracker, or None for a dense model
-
-
-def _load_model(cfg: PretrainConfig, accelerator):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cuda_bf16 = accelerator.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    dtype = {"auto": torch.bfloat16 if cuda_bf16 else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    kw: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
-    if cfg.attn_implementation:
-        kw["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, tokenizer
+    experts: Any  # r1kit.modeling.moe.ExpertBalancer, or None for a dense model
 
 
 def _loader(tensors, batch_size: int, shuffle: bool):
@@ -236,6 +219,8 @@ def setup(cfg: PretrainConfig) -> _Run:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
+    from r1kit.modeling.loading import load_for_training
+
     bf16 = cfg.bf16 if cfg.bf16 is not None else (
         torch.cuda.is_available() and not cfg.use_cpu and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(
@@ -248,7 +233,7 @@ def setup(cfg: PretrainConfig) -> _Run:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     set_seed(cfg.seed)
-    model, tokenizer = _load_model(cfg, accelerator)
+    model, tokenizer = load_for_training(cfg, accelerator.device)
     train_loader = _loader(pack(tokenizer, build_corpus(cfg, "train", cfg.num_examples), cfg.max_seq_len),
                            cfg.per_device_train_batch_size, shuffle=True)
     eval_loader = _loader(pack(tokenizer, build_corpus(cfg, "test", cfg.eval_examples), cfg.max_seq_len),
@@ -261,27 +246,23 @@ def setup(cfg: PretrainConfig) -> _Run:
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total) * accelerator.num_processes,
                               num_training_steps=total * accelerator.num_processes)
-    experts = _expert_tracker(model)
+    experts = _expert_balancer(model, cfg)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
     return _Run(accelerator, model, tokenizer, optimizer, scheduler, train_loader, eval_loader, total, experts)
 
 
-def _expert_tracker(model):
-    from rl import moe
+def _expert_balancer(model, cfg: PretrainConfig):
+    from r1kit.modeling.moe import ExpertBalancer, is_moe
 
-    return moe.ExpertLoadTracker(model) if moe.is_moe(model) else None
+    return ExpertBalancer(model, cfg.moe_bias_update_speed) if is_moe(model) else None
 
 
-def _balance_experts(run: _Run, cfg: PretrainConfig) -> dict[str, float]:
+def _balance_experts(run: _Run) -> dict[str, float]:
     """After an optimizer step: move router biases toward uniform load; return load metrics."""
     if run.experts is None:
         return {}
-    from rl import moe
-
-    run.experts.all_reduce()  # every process applies the same update
-    metrics = moe.update_expert_bias(run.model, run.experts.counts(), cfg.router_bias_update_speed)
-    run.experts.reset()
+    metrics = run.experts.after_step()
     return {k: v for k, v in metrics.items() if k in ("moe/max_over_mean", "moe/entropy", "moe/bias_abs_mean")}
 
 
@@ -343,7 +324,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             if not acc.sync_gradients:
                 continue
             step += 1
-            metrics = _balance_experts(run, cfg)
+            metrics = _balance_experts(run)
             bar.update(1)
             if step % cfg.logging_steps == 0 or step == run.total_steps:
                 mean_loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
@@ -371,6 +352,8 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _finish(run: _Run, cfg: PretrainConfig, tracker, step: int, loss_before: float, train_time: float) -> dict:
     """Final held-out loss, accuracy probe, atomic save and the summary."""
+    from r1kit.checkpoint import save_model
+
     acc = run.accelerator
     loss_after = _evaluate(run)
     summary: dict[str, Any] = {
@@ -386,32 +369,11 @@ def _finish(run: _Run, cfg: PretrainConfig, tracker, step: int, loss_before: flo
     if cfg.eval_accuracy_examples and acc.is_main_process:
         summary |= answer_accuracy(acc.unwrap_model(run.model), run.tokenizer, cfg)
     tracker.log(step, {k: v for k, v in summary.items() if k.startswith(("eval_", "accuracy/"))}, echo=False)
-    save_final(acc, run.model, run.tokenizer, cfg.output_dir)
+    save_model(acc, run.model, run.tokenizer, cfg.output_dir)
     if acc.is_main_process:
         (Path(cfg.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         acc.print(json.dumps(summary, indent=1))
     return summary
-
-
-def save_final(accelerator, model, tokenizer, output_dir: str | Path) -> None:
-    """Save model + tokenizer into `output_dir` so it loads by path like a hub model.
-
-    Written to a temp dir, then moved in with `config.json` removed first and put back last: loaders
-    (and r1kit's path check) need config.json, so an interrupted save never looks like a whole model.
-    """
-    out = Path(output_dir)
-    weights = accelerator.get_state_dict(model)  # collective under FSDP: every process calls it
-    if accelerator.is_main_process:
-        tmp = out / ".tmp-final"
-        shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=weights)
-        tokenizer.save_pretrained(tmp)
-        (out / "config.json").unlink(missing_ok=True)
-        names = sorted((p.name for p in tmp.iterdir()), key=lambda name: name == "config.json")
-        for name in names:
-            os.replace(tmp / name, out / name)
-        tmp.rmdir()
-    accelerator.wait_for_everyone()
 
 
 @exit_on_user_error

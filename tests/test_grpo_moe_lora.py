@@ -87,3 +87,20 @@ def test_routing_replay_and_aux_loss_run_in_a_full_step(tiny_dir, tmp_path):
     assert m["skipped_steps"] == 0.0 and "moe/entropy" in m
     assert not run.replay._records  # cleared once the step is done
     grpo.teardown_run(run)
+
+
+def test_final_lora_save_keeps_router_biases(tiny_dir, tmp_path):
+    """recipes/tiny/grpo_lora.yaml's final save: the adapter alone loses the balanced router biases."""
+    from safetensors.torch import load_file
+
+    run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, use_peft=True, lora_r=4, max_steps=2,
+                                  moe_bias_update_speed=0.05))
+    grpo.train(run)
+    trained = {n: b.clone() for n, b in run.accelerator.unwrap_model(run.model).named_buffers()
+               if "e_score_correction_bias" in n}
+    grpo.teardown_run(run)
+    assert trained and all(b.abs().sum() > 0 for b in trained.values())
+    assert (tmp_path / "adapter_model.safetensors").is_file()
+    saved = load_file(tmp_path / "router_bias.safetensors")
+    assert sorted(saved) and all(v.abs().sum() > 0 for v in saved.values())
+    assert not list(tmp_path.glob(".tmp-*")), "the final save is atomic: no temp dir left behind"

@@ -1,4 +1,4 @@
-"""rl/lora.py: LoRA on a tiny DeepseekV3 MoE (dense layer 0, shared + routed experts) and a tiny dense Llama."""
+"""r1kit/modeling/lora.py: LoRA on a tiny DeepseekV3 MoE (dense layer 0, shared + routed experts) and a tiny dense Llama."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from tiny_models import tiny_moe
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from r1kit.errors import UserError
-from rl.lora import (
+from r1kit.modeling.lora import (
     apply_lora,
     load_adapter,
     lora_trainable_report,
@@ -17,7 +17,7 @@ from rl.lora import (
     resolve_target_modules,
     save_adapter,
 )
-from rl.moe import find_routers, update_expert_bias
+from r1kit.modeling.moe import find_routers, update_expert_bias
 
 
 pytestmark = pytest.mark.usefixtures("few_threads")

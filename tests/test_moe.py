@@ -1,4 +1,4 @@
-"""rl/moe.py: expert-load tracking, DeepSeek-V3 bias balancing, the router aux loss and routing replay (R2).
+"""r1kit/modeling/moe.py: expert-load tracking, DeepSeek-V3 bias balancing, the router aux loss and routing replay (R2).
 
 Every test builds a tiny transformers DeepseekV3 MoE (3 layers, layer 0 dense, 8 routed experts, top-2) in memory.
 """
@@ -15,7 +15,7 @@ import torch.distributed as dist
 import tiny_models
 from tiny_models import N_EXPERTS, TOP_K
 
-from rl.moe import (
+from r1kit.modeling.moe import (
     ExpertLoadTracker,
     RoutingReplay,
     expert_load_metrics,
@@ -38,7 +38,7 @@ def batch(seed: int = 0, b: int = 4, t: int = 16) -> torch.Tensor:
 
 
 def capture_routing(model) -> tuple[dict[int, list[torch.Tensor]], list]:
-    """Every router call's top-k indices, by layer, straight from the gate outputs (independent of rl.moe)."""
+    """Every router call's top-k indices, by layer, straight from the gate outputs (independent of r1kit.modeling.moe)."""
     seen: dict[int, list[torch.Tensor]] = {}
     handles = []
     for layer, router in find_routers(model).items():

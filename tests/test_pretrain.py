@@ -105,8 +105,8 @@ def test_main_exits_2_on_user_error(tmp_path, capsys):
 
 def test_pretraining_the_moe_policy_lowers_heldout_loss(tiny_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = cfg_for(tiny_dir, out, eval_accuracy_examples=4, router_bias_update_speed=0.01)
-    assert main(argv_of(cfg, router_bias_update_speed=0.01)) == 0
+    cfg = cfg_for(tiny_dir, out, eval_accuracy_examples=4, moe_bias_update_speed=0.01)
+    assert main(argv_of(cfg, moe_bias_update_speed=0.01)) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 30
     assert summary["eval_loss_after"] < summary["eval_loss_before"] - 1.0, summary
@@ -130,7 +130,7 @@ def test_pretraining_the_moe_policy_lowers_heldout_loss(tiny_dir, tmp_path):
 def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_dir, tmp_path):
     """Invariant: stop at step 4 and resume == run 8 steps straight (weights, optimizer and data order)."""
     common = {"model_name_or_path": str(tiny_dir / "student"), "max_steps": 8, "num_examples": 200, "eval_examples": 20,
-                  "router_bias_update_speed": 0.0}
+                  "moe_bias_update_speed": 0.0}
     straight = cfg_for(tiny_dir, tmp_path / "straight", save_steps=4, **common)
     assert main(argv_of(straight, save_steps=4)) == 0
     assert (tmp_path / "straight" / "checkpoint-4" / "trainer_state.json").is_file()

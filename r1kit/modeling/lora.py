@@ -2,7 +2,7 @@
 
 Which modules get adapters:
 - `target_modules=["all-linear"]`: every `nn.Linear` except the LM head and MoE routers (a LoRA on a router would
-  fight the expert-bias balancing in rl/moe.py, and routers are tiny anyway).
+  fight the expert-bias balancing in r1kit/modeling/moe.py, and routers are tiny anyway).
 - Other entries keep peft's meaning: a module name or path suffix (`q_proj`, `mlp.down_proj`, ...). Each entry
   must match at least one `nn.Linear`, else a UserError lists the names that exist.
 - Both are resolved here to exact module paths before peft sees them, and the adapted set is checked afterwards.
@@ -18,7 +18,7 @@ Routed experts stay frozen. transformers 5 stores them as fused 3D parameters, w
 `ParamWrapper`, materialising a full-size weight delta for every expert on every forward: the memory LoRA is
 meant to save. Attention, dense MLPs and shared experts (which every token passes through) carry the adapters.
 
-With LoRA the MoE routers' `e_score_correction_bias` still moves (rl/moe.py), and it is not part of the adapter
+With LoRA the MoE routers' `e_score_correction_bias` still moves (r1kit/modeling/moe.py), and it is not part of the adapter
 weights, so `save_adapter` stores it beside the adapter (`router_bias.safetensors`) and `load_adapter` restores it.
 """
 
@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from r1kit.errors import UserError
-from rl.moe import _is_router, find_routers, is_moe
+from r1kit.modeling.moe import _LAYER_RE, _is_router, find_routers, is_moe
 
 ALL_LINEAR = "all-linear"
 ROUTER_BIAS_FILE = "router_bias.safetensors"
@@ -77,7 +77,7 @@ def _no_match_message(model: nn.Module, entry: str, linear: list[str]) -> str:
     names = sorted({p.rpartition(".")[2] for p in linear})
     message = f"lora_target_modules entry {entry!r} matches no nn.Linear in the model; linear layers are named {names}"
     if is_moe(model):
-        message += ". Routed experts are fused 3D parameters in transformers 5 and stay frozen under LoRA (see rl/lora.py)"
+        message += ". Routed experts are fused 3D parameters in transformers 5 and stay frozen under LoRA (see r1kit/modeling/lora.py)"
     return message
 
 
@@ -122,7 +122,7 @@ def apply_lora(
         # something other than what the recipe asked for.
         raise RuntimeError(
             f"peft adapted {sorted(adapted ^ set(paths))[:8]} differently from the requested targets; "
-            "this peft version re-targets modules, see rl/lora.py"
+            "this peft version re-targets modules, see r1kit/modeling/lora.py"
         )
     return peft_model
 
@@ -194,16 +194,27 @@ def merge_and_save(peft_model: PeftModel, tokenizer, out_dir: str | Path) -> Pat
     return out_dir
 
 
-def save_adapter(peft_model: PeftModel, out_dir: str | Path, tokenizer=None) -> Path:
-    """Write the adapter (peft format), the MoE routers' correction biases if any, and the tokenizer."""
+def router_biases(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{decoder layer index (str): e_score_correction_bias} from a (peft or plain) model's state dict."""
+    return {
+        _LAYER_RE.search(key).group(1): tensor.detach().cpu().contiguous()
+        for key, tensor in state_dict.items()
+        if key.endswith(".e_score_correction_bias")
+    }
+
+
+def save_adapter(peft_model: PeftModel, out_dir: str | Path, tokenizer=None,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the adapter (peft format), the MoE routers' correction biases if any, and the tokenizer.
+
+    `state_dict`: the full (gathered) state dict under FSDP, where the module's own tensors are shards.
+    Use `r1kit.checkpoint.save_model` for an atomic, collective save from a training loop.
+    """
     out_dir = Path(out_dir)
-    peft_model.save_pretrained(out_dir)
-    if is_moe(peft_model):
-        biases = {
-            str(layer): router.e_score_correction_bias.detach().cpu().contiguous()
-            for layer, router in find_routers(peft_model).items()
-            if isinstance(getattr(router, "e_score_correction_bias", None), torch.Tensor)
-        }
+    state_dict = peft_model.state_dict() if state_dict is None else state_dict
+    peft_model.save_pretrained(out_dir, state_dict=state_dict)
+    biases = router_biases(state_dict)
+    if biases:
         save_file(biases, out_dir / ROUTER_BIAS_FILE)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
@@ -228,7 +239,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, is_trainable: bool =
     }
     if _adapted_paths(peft_model) != saved:
         raise RuntimeError(
-            f"adapter from {adapter_dir} landed on other modules than it was saved from; see rl/lora.py"
+            f"adapter from {adapter_dir} landed on other modules than it was saved from; see r1kit/modeling/lora.py"
         )
     bias_file = adapter_dir / ROUTER_BIAS_FILE
     if bias_file.is_file():

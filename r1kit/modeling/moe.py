@@ -1,6 +1,6 @@
-"""Mixture-of-experts support for GRPO on DeepSeek-V3-style policies.
+"""Mixture-of-experts support for every training stage (pretrain, SFT, GRPO) on DeepSeek-V3-style models.
 
-What the GRPO loop gets from here (all of it works on a plain, a peft-wrapped and a DDP/FSDP/accelerate-wrapped
+What a training loop gets from here (all of it works on a plain, a peft-wrapped and a DDP/FSDP/accelerate-wrapped
 model, because routers are found by walking `model.named_modules()`):
 
 - `is_moe(model)`: does the model route tokens through top-k experts?
@@ -14,6 +14,8 @@ model, because routers are found by walking `model.named_modules()`):
 - `expert_load_metrics(counts)`: max/mean load and normalised routing entropy per layer, for logging.
 - `router_aux_loss(...)` / `ExpertLoadTracker(model, with_aux_loss=True).aux_loss(alpha)`: V3's complementary
   sequence-wise balance loss (eqs. 17-20), optional and meant to be tiny next to the bias update.
+- `ExpertBalancer(model, update_speed)`: the tracker and the bias update packaged for loops that only need
+  balancing (pretraining, SFT): `after_step()` once per optimizer step returns the load metrics.
 - `RoutingReplay(model)`: routing replay "R2" (as in GSPO / the Qwen3 MoE RL reports): the experts the old
   policy chose for a micro-batch are recorded and forced on the new policy's forward, so the importance ratio
   compares the same expert paths; the gate weights still come from the current router, so the router still
@@ -323,6 +325,44 @@ def update_expert_bias(model: nn.Module, counts: dict[int, Tensor], gamma: float
     if biases:
         metrics["moe/bias_abs_mean"] = torch.stack(biases).mean().item()
     return metrics
+
+
+class ExpertBalancer:
+    """Auxiliary-loss-free balancing for a plain training loop: count the training forwards' routing, then
+    after each optimizer step move the router biases (`update_expert_bias`) and return the load metrics.
+
+    `update_speed` is gamma (recipes call it `moe_bias_update_speed`); 0 keeps the metrics and moves nothing.
+    Switch `enabled` off around evaluation and generation, so held-out tokens never steer the routers.
+    """
+
+    def __init__(self, model: nn.Module, update_speed: float):
+        if update_speed < 0:
+            raise ValueError(f"moe_bias_update_speed must be >= 0 (got {update_speed})")
+        self.model = model
+        self.update_speed = update_speed
+        self.tracker = ExpertLoadTracker(model)
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracker.enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.tracker.enabled = on
+
+    def set_mask(self, mask: Tensor | None) -> None:
+        """Count only the tokens where `mask` (B, T) is nonzero in the next forward (e.g. assistant tokens)."""
+        self.tracker.set_mask(mask)
+
+    def after_step(self) -> dict[str, float]:
+        """All-reduce this step's counts (every process applies the same update), update, reset."""
+        self.tracker.all_reduce()
+        metrics = update_expert_bias(self.model, self.tracker.counts(), self.update_speed)
+        self.tracker.reset()
+        return metrics
+
+    def remove(self) -> None:
+        self.tracker.remove()
 
 
 def _index_dtype(n_experts: int) -> torch.dtype:
