@@ -186,7 +186,7 @@ class Run:
         """DeepSeek-V3 aux-loss-free balancing from this step's routing counts, plus load metrics."""
         if self.load_tracker is None:
             return {}
-        from rl import moe
+        from r1kit.modeling import moe
 
         t = self.load_tracker
         t.enabled = False
@@ -229,7 +229,7 @@ def load_policy(cfg: GRPOConfig, device: torch.device):
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.use_peft:
-        from rl.lora import apply_lora
+        from r1kit.modeling.lora import apply_lora
 
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     return model, ref
@@ -243,7 +243,7 @@ def schedule(cfg: GRPOConfig, optimizer, total: int):
 
 
 def _moe_hooks(cfg: GRPOConfig, model) -> tuple[Any, Any]:
-    from rl import moe
+    from r1kit.modeling import moe
 
     if not moe.is_moe(model):
         return None, None
