@@ -33,8 +33,6 @@ from r1kit.errors import UserError
 T = TypeVar("T")
 MISSING = dataclasses.MISSING
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
 
 def arg(default: Any = MISSING, help: str = "", **constraints: Any) -> Any:
     """A config field with help text and constraints.
@@ -173,10 +171,10 @@ def _check_constraints(name: str, value: Any, meta: dict, source: str, check_pat
         raise UserError(f"{source}: key '{name}' must not be empty.")
     kind = meta.get("path")
     if kind and check_paths:
-        _check_path(name, value, kind, source)
+        _check_path(name, value, kind, source, check_paths)
 
 
-def _check_path(name: str, value: str, kind: str, source: str) -> None:
+def _check_path(name: str, value: str, kind: str, source: str, check_paths: bool | str = True) -> None:
     p = Path(os.path.expanduser(value))
     if kind == "file" and not p.is_file():
         raise UserError(f"{source}: key '{name}': file '{value}' does not exist. Fix the path.")
@@ -185,28 +183,9 @@ def _check_path(name: str, value: str, kind: str, source: str) -> None:
     if kind == "file_or_dir" and not p.exists():
         raise UserError(f"{source}: key '{name}': path '{value}' does not exist. Fix the path.")
     if kind == "model":
-        if p.is_dir():
-            if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
-                raise UserError(
-                    f"{source}: key '{name}': '{value}' is a directory but holds no config.json, so it "
-                    "is not a saved model. Point it at a `save_pretrained` directory "
-                    "(e.g. one written by `r1kit build-tiny`)."
-                )
-            return
-        # Only 'org/name' can be a hub id; anything else that does not exist is a wrong local path.
-        if value.startswith((".", "/", "~")) or not _HUB_ID.match(value):
-            raise UserError(
-                f"{source}: key '{name}': model path '{value}' does not exist. Give a local directory "
-                "written by `save_pretrained` or a hub id like 'org/name'."
-            )
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            from huggingface_hub import try_to_load_from_cache
+        from r1kit.hub import check_model
 
-            if not isinstance(try_to_load_from_cache(value, "config.json"), str):
-                raise UserError(
-                    f"{source}: key '{name}': '{value}' is neither a local directory nor in the hub "
-                    "cache, and HF_HUB_OFFLINE is set. Download it first or give a local path."
-                )
+        check_model(value, key=name, source=source, hub=check_paths != "local")
 
 
 # ------------------------------------------------------------------------------------- building
@@ -325,12 +304,13 @@ def load_config(
     cls: type[T],
     path: str | os.PathLike | None = None,
     overrides: list[str] | dict | None = None,
-    check_paths: bool = True,
+    check_paths: bool | Literal["local"] = True,
 ) -> T:
     """Build and validate `cls` from a recipe file plus overrides (CLI tokens or a dict).
 
     check_paths=False skips the existence checks of path fields (used to lint recipes whose
-    models are built later, e.g. by `r1kit build-tiny`)."""
+    models are built later, e.g. by `r1kit build-tiny`); check_paths="local" checks local paths but
+    does not look hub ids up (a real-scale recipe linted offline). Model names follow `r1kit.hub`."""
     raw = read_yaml(path) if path else {}
     source = str(path) if path else "command line"
     if isinstance(overrides, dict):

@@ -106,7 +106,8 @@ def test_hub_id_accepted_unless_offline(tmp_path, monkeypatch):
     p = tmp_path / "r.yaml"
     p.write_text("model_name_or_path: some-org/some-model\ndataset_name: x\noutput_dir: out\n")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    assert load_config(DemoConfig, p).model_name_or_path == "some-org/some-model"
+    # A hub id is looked up on the hub (tests/test_hub.py); "local" checks local paths only.
+    assert load_config(DemoConfig, p, check_paths="local").model_name_or_path == "some-org/some-model"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
