@@ -22,7 +22,7 @@ from r1kit.chat import encode_prompts as _encode
 from r1kit.config import to_dict
 from r1kit.errors import UserError
 from rl.config import GRPOConfig
-from rl.engine import SamplingSettings, build_engine
+from r1kit.generation import SamplingSettings, build_engine
 from rl.losses import LossFn, LossSettings, get_loss
 
 STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "loss", "kl", "completion_length", "dropped_groups",
@@ -235,11 +235,15 @@ def load_policy(cfg: GRPOConfig, device: torch.device):
     return model, ref
 
 
-def schedule(cfg: GRPOConfig, optimizer, total: int):
+def schedule(cfg: GRPOConfig, optimizer, total: int, num_processes: int = 1):
+    """The lr schedule over `total` optimizer steps. accelerate steps a prepared scheduler once per process per
+    optimizer step (it assumes the dataloader batch grew with the process count), so the schedule is laid out
+    over `num_processes` times as many steps: every process count sees the same lr at each optimizer step."""
     from transformers import get_scheduler
 
-    return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
-                         num_training_steps=total)
+    return get_scheduler(cfg.lr_scheduler_type, optimizer,
+                         num_warmup_steps=int(cfg.warmup_ratio * total) * num_processes,
+                         num_training_steps=total * num_processes)
 
 
 def _moe_hooks(cfg: GRPOConfig, model) -> tuple[Any, Any]:
@@ -298,7 +302,7 @@ def setup_run(cfg: GRPOConfig) -> Run:
     prompts_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps // cfg.num_generations
     max_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
         len(rows) * cfg.num_train_epochs / (prompts_per_step * acc.num_processes))
-    scheduler = schedule(cfg, optimizer, max_steps * cfg.num_iterations)
+    scheduler = schedule(cfg, optimizer, max_steps * cfg.num_iterations, acc.num_processes)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     ref = acc.prepare_model(ref, evaluation_mode=True) if ref is not None else None
     engine = build_engine(cfg.engine, acc.unwrap_model(model), tokenizer, all_done=_all_done(acc))
