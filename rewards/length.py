@@ -12,7 +12,7 @@ from typing import Any
 
 from r1kit.errors import UserError
 from rewards.common import completion_text
-from rewards.math import ANSWER_SOURCES, DEFAULT_DEADLINE_S, DEFAULT_REL_TOL, verify_batch
+from rewards.math import DEFAULT_DEADLINE_S, DEFAULT_REL_TOL, verify_batch
 from rewards.registry import register
 
 
@@ -73,7 +73,8 @@ def cosine_length_reward(
         [(completion_text(completions[i]), answer[i]) for i in keep],
         deadline_s=deadline_s,
         rel_tol=rel_tol,
-        sources=ANSWER_SOURCES,
+        answer_format="answer_tag",
+        final_form=True,
     )
     rewards: list[float | None] = [None] * len(completions)
     for i, verdict in zip(keep, verdicts):

@@ -345,14 +345,22 @@ def test_table_is_large_and_balanced():
     assert sum(1 for *_, e in ALL_CASES if not e) >= 100
 
 
+def _format_of(pred: str) -> str:
+    # The table mixes bare answers and whole completions; a completion is graded with the lenient
+    # `any` format (the strict formats have their own tests and the hacking suite).
+    return "any" if extract_answer(pred) is not None else "bare"
+
+
 @pytest.mark.parametrize("gold,pred,expected", ALL_CASES)
 def test_verify_table(gold, pred, expected):
-    assert verify(pred, gold) is expected
+    assert verify(pred, gold, answer_format=_format_of(pred)) is expected
 
 
 def test_batch_matches_single_calls():
-    pairs = [(pred, gold) for gold, pred, _ in ALL_CASES]
-    assert verify_batch(pairs) == [expected for *_, expected in ALL_CASES]
+    for fmt in ("bare", "any"):
+        cases = [case for case in ALL_CASES if _format_of(case[1]) == fmt]
+        pairs = [(pred, gold) for gold, pred, _ in cases]
+        assert verify_batch(pairs, answer_format=fmt) == [expected for *_, expected in cases]
 
 
 @pytest.mark.parametrize(
@@ -567,3 +575,61 @@ def test_two_stage_parse_matches_latex2sympy():
         except Exception as error:  # noqa: BLE001
             got = type(error).__name__
         assert got == expected, answer
+
+
+@pytest.mark.parametrize(
+    "pred,gold,expected",
+    [
+        # latex2sympy read an integer followed by an integer as a mixed number: 88 38 -> 126
+        ("88\n38", "126", False),
+        ("88 38", "126", False),
+        ("99\n12", "111", False),
+        ("2 3 4", "9", False),
+        ("(2)(3)", "5", False),
+        ("2(3)", "5", False),
+        ("2(3)", "6", True),
+        (r"3 \frac{1}{2}", "3.5", True),
+        (r"-3 \frac{1}{2}", "-3.5", True),
+        ("88\n380", "88380", False),
+        ("88 380", "88380", True),  # a space groups thousands
+    ],
+)
+def test_numbers_side_by_side_are_not_their_sum(pred, gold, expected):
+    assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "pred,gold,expected",
+    [
+        ("66 - 20", "46", False),
+        ("2+3", "5", False),
+        ("99\n12", "111", False),
+        (r"\frac{10}{2}", "5", True),
+        ("46", "46", True),
+        ("x = 46", "46", True),
+        ("x = 40 + 6 = 46", "46", True),
+        ("46 = 40 + 6", "46", False),
+        ("0.5", r"\frac{1}{2}", True),
+        ("50%", "0.5", True),
+        (r"\frac{\sqrt{2}}{2}", r"\frac{\sqrt{2}}{2}", True),  # a symbolic gold: any equal form
+        ("(r+5)(r+5)", "(r+5)^2", True),
+    ],
+)
+def test_final_form_demands_a_number_literal_for_a_numeric_gold(pred, gold, expected):
+    assert verify(pred, gold, final_form=True) is expected
+
+
+def test_without_final_form_values_are_compared_as_math():
+    # math-verify's semantics, kept for library use and symbolic tasks.
+    assert verify("66 - 20", "46") and verify("2+3", "5") and not verify("99\n12", "111")
+
+
+def test_huge_number_is_decided_quickly_without_a_worker():
+    huge = "9" * 20_000
+    start = time.monotonic()
+    # A bare answer of more than 1000 characters is wrong whatever it says.
+    assert verify_batch([(huge, "1"), (huge, huge), ("<answer>" + huge + "</answer>", "1")]) == [False] * 3
+    assert verify_batch([("<answer>" + huge + "</answer>", huge)], answer_format="answer_tag") == [True]
+    assert verify_batch([("<answer>" + huge + "</answer>", huge + "8")], answer_format="answer_tag") == [False]
+    assert accuracy_reward(["<think>x</think><answer>" + huge + "</answer>"], answer=["1"]) == [0.0]
+    assert time.monotonic() - start < 1.0

@@ -42,7 +42,7 @@ def test_unknown_name_suggests_and_lists():
 
 
 def test_unknown_param_names_it_and_lists_allowed():
-    with pytest.raises(UserError, match=r"no param 'think_prefiled'.*'answer_format', 'think_prefilled'"):
+    with pytest.raises(UserError, match=r"no param 'think_prefiled'.*'answer_format', 'final_answer_pattern', 'think_prefilled'"):
         build_rewards([{"name": "format", "params": {"think_prefiled": True}}])
 
 

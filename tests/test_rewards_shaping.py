@@ -117,11 +117,11 @@ def test_cosine_orders_by_correctness_then_length():
 
 
 def test_cosine_counts_tokens_not_characters():
-    text = ["<answer>4</answer> " + "word " * 50]
+    text = ["<think> " + "word " * 50 + "</think><answer>4</answer>"]
     by_tokens = cosine_length_reward(text, ["4"], max_completion_len=100, completion_token_ids=[[1] * 100])
     by_words = cosine_length_reward(text, ["4"], max_completion_len=100)
     assert by_tokens == [0.5]  # 100 tokens = the max length
-    assert by_words[0] == pytest.approx(0.75, abs=0.02)  # 51 words: about half way
+    assert by_words[0] == pytest.approx(0.75, abs=0.02)  # 52 words: about half way
 
 
 def test_cosine_skips_missing_gold_and_clips_long():

@@ -2,41 +2,50 @@
 
 Pipeline for one (prediction, gold) pair:
 
-1. `extract_answer` pulls the final answer out of a completion (a bare answer passes through).
-2. `quick_verdict` settles plain numbers, choice letters, word answers, flat collections of numbers
+1. The answer is read from where the caller says it is (`rewards.math.answer`): ``bare`` (the
+   prediction is the answer), or from a completion in ``answer_tag``/``boxed``/``final_answer``/``any``
+   format, after the thought. A completion with no answer in that place is wrong; the whole text is
+   never taken as the answer.
+2. With ``final_form`` (on for the rewards) a numeric gold demands a number literal: ``66 - 20`` is not
+   an answer to "What is 66 - 20?", however it evaluates.
+3. `quick_verdict` settles plain numbers, choice letters, word answers, flat collections of numbers
    (tuples, intervals, sets), inequalities against intervals, and answers that are the same LaTeX spelled
    differently, with string rules, in process.
-3. Everything else goes to a worker process (`rewards.math.pool`) that parses both sides with
+4. Everything else goes to a worker process (`rewards.math.pool`) that parses both sides with
    latex2sympy2_extended, settles most symbolic pairs by evaluating them at random points, and leaves
    the rest to math-verify's structural comparator, under a deadline.
 
-Verdicts are cached by (extracted answer, gold, tolerance): a GRPO group repeats the same answers.
-Importing this package does not import sympy; only the workers do.
+Verdicts are cached by (answer, gold, tolerance): a GRPO group repeats the same answers. Importing this
+package does not import sympy; only the workers do.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from rewards.common import completion_text
-from rewards.math.extract import ANSWER_SOURCES, extract_answer
-from rewards.math.normalize import QUICK_MAX_CHARS, quick_verdict
+from rewards.math.answer import ANSWER_FORMATS, VERIFY_FORMATS, check_answer_format, is_well_formatted, read_answer
+from rewards.math.extract import _answer_side, extract_answer
+from rewards.math.normalize import QUICK_MAX_CHARS, canonical, clean, has_huge_number, is_number_literal, quick_verdict
 from rewards.math.pool import shared_pool
 from rewards.registry import register
 
 DEFAULT_DEADLINE_S = 5.0
 DEFAULT_REL_TOL = 1e-4
-# A bare answer is short; a long text with no recognizable answer is a wrong answer, not something
-# to hand to the LaTeX parser for seconds.
+# A bare answer is short; a long text is a wrong answer, not something to hand to the LaTeX parser
+# for seconds.
 _BARE_ANSWER_MAX_CHARS = 1000
 _CACHE_MAX_ITEMS = 100_000
 _CACHE_MAX_KEY_CHARS = 2000
 
 _GOLD_SOURCES = ("boxed", "last_math")
+# `x = 5`, `x_1 = 5`: an assignment whose value is the answer.
+_ASSIGNMENT_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?P<value>[^=]+)$")
 
 _cache: OrderedDict[tuple[str, str, float], bool] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -53,12 +62,10 @@ def _as_text(value: Any, what: str) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def _prediction_answer(prediction: str, sources: tuple[str, ...]) -> str | None:
-    found = extract_answer(prediction, sources)
-    if found is not None:
-        return found
-    bare = prediction.strip()
-    return bare if bare and len(bare) <= _BARE_ANSWER_MAX_CHARS else None
+def _has_lookalike_digits(text: str) -> bool:
+    # Fullwidth `４`, Arabic-Indic `٤` and mathematical bold `𝟒` are decimal digits to Python's `int()`
+    # and to `\d`, but not the digits the gold answer is written in: an answer must spell its own digits.
+    return any(ch.isdecimal() and not ch.isascii() for ch in text)
 
 
 def _gold_answer(gold: str) -> str:
@@ -68,6 +75,37 @@ def _gold_answer(gold: str) -> str:
     # So is a whole MATH-style solution (its boxes) or an answer in a sentence ("$125$ miles").
     found = extract_answer(gold, _GOLD_SOURCES)
     return found if found is not None else gold.strip()
+
+
+def final_value(answer: str) -> str:
+    r"""What an answer claims as its value: the last term of a chained equality (``x = 2+3 = 5``,
+    ``67 - 66 = 1``) and the value of an assignment (``x = 5``). Lists of assignments stay whole.
+
+    >>> final_value("x = 2+3 = 5"), final_value("x = 5"), final_value("5"), final_value("x=1, y=2")
+    ('5', '5', '5', 'x=1, y=2')
+    """
+    side = _answer_side(answer).strip()
+    assignment = _ASSIGNMENT_RE.match(side)
+    return assignment["value"].strip() if assignment else side
+
+
+def _prediction_answer(prediction: str, gold: str, fmt: str, think_prefilled: bool, final_form: bool,
+                       pattern: str) -> str | None:
+    """The answer to compare with ``gold``, or None when the prediction has no acceptable answer."""
+    if fmt == "bare":
+        answer = prediction.strip()
+        if len(answer) > _BARE_ANSWER_MAX_CHARS:
+            return None
+    else:
+        answer = read_answer(prediction, fmt, think_prefilled, pattern)
+    if not answer or _has_lookalike_digits(answer):
+        return None
+    if "=" not in gold:
+        # A gold equation (`y = 2x + 3`) is compared whole; otherwise the claimed value is the answer.
+        answer = final_value(answer)
+    if final_form and is_number_literal(gold) and not is_number_literal(answer):
+        return None
+    return answer or None
 
 
 def _cache_get(key: tuple[str, str, float]) -> bool | None:
@@ -87,34 +125,53 @@ def _cache_put(key: tuple[str, str, float], verdict: bool) -> None:
             _cache.popitem(last=False)
 
 
+def _huge_verdict(answer: str, gold: str) -> bool | None:
+    # A number too long to convert is equal only to the same digits; decided here, never in a worker.
+    if has_huge_number(answer) or has_huge_number(gold):
+        return canonical(clean(answer)) == canonical(clean(gold))
+    return None
+
+
 def verify_batch(
     pairs: Iterable[tuple[Any, Any]],
     *,
+    answer_format: str = "bare",
+    think_prefilled: bool = False,
+    final_form: bool = False,
+    final_answer_pattern: str = "",
     deadline_s: float = DEFAULT_DEADLINE_S,
     workers: int | None = None,
     rel_tol: float = DEFAULT_REL_TOL,
-    sources: Sequence[str] = ANSWER_SOURCES,
 ) -> list[bool | None]:
-    """Verify many ``(prediction, gold)`` pairs; the batch API behind `verify`, `accuracy_reward` and
-    the evaluator. Usable from any thread.
+    r"""Verify many ``(prediction, gold)`` pairs; the batch API behind `verify`, the rewards and the
+    evaluator. Usable from any thread.
 
-    Each result is True/False, or None when the check did not finish within ``deadline_s`` seconds of
-    a worker starting it (or its worker crashed). ``workers`` defaults to the usable cores.
+    ``answer_format`` says where the answer is: ``bare`` (the prediction is the answer) or a completion
+    format of `rewards.math.answer` (``answer_tag``, ``boxed``, ``final_answer``, ``any``), read after
+    the thought (``think_prefilled``: the prompt opened it). ``final_form``: a numeric gold demands a
+    number literal (``2+3`` is not 5). Each result is True/False, or None when the check did not finish
+    within ``deadline_s`` seconds of a worker starting it (or its worker crashed). ``workers`` defaults
+    to the usable cores.
 
-    >>> verify_batch([("#### 1,234", "1234"), (r"\\boxed{\\frac{2}{4}}", "0.5"), ("x", "y")])
-    [True, True, False]
+    >>> verify_batch([("1,234", "1234"), (r"\frac{2}{4}", "0.5"), ("x", "y"), ("2+3", "5")])
+    [True, True, False, True]
+    >>> verify_batch([("<answer>2+3</answer>", "5"), ("so \\boxed{5}", "5")], answer_format="any", final_form=True)
+    [False, True]
     """
-    sources = tuple(sources)
+    check_answer_format(answer_format, VERIFY_FORMATS)
     results: list[bool | None] = []
     todo: dict[tuple[str, str, float], list[int]] = {}
     for prediction, gold in pairs:
-        answer = _prediction_answer(_as_text(prediction, "prediction"), sources)
         gold_text = _gold_answer(_as_text(gold, "gold"))
+        answer = _prediction_answer(_as_text(prediction, "prediction"), gold_text, answer_format,
+                                    think_prefilled, final_form, final_answer_pattern)
         results.append(False if answer is None or not gold_text else None)
         if answer is None or not gold_text:
             continue
         key = (answer, gold_text, rel_tol)
         verdict = _cache_get(key)
+        if verdict is None:
+            verdict = _huge_verdict(answer, gold_text)
         if verdict is None and len(answer) + len(gold_text) <= QUICK_MAX_CHARS:
             verdict = quick_verdict(answer, gold_text, rel_tol)
         if verdict is not None:
@@ -136,16 +193,25 @@ def verify_batch(
 
 
 def verify(prediction: str | float, gold: str | float, **options: Any) -> bool:
-    r"""Whether ``prediction`` (a bare answer or a whole completion) equals the bare answer ``gold``.
+    r"""Whether ``prediction`` equals the answer ``gold`` (math-verify's ``verify``, one call).
 
-    A check that misses its deadline counts as not equal. ``options`` are those of `verify_batch`.
+    By default the prediction is a bare answer and values are compared as math (``2+3`` equals 5); to
+    grade a completion name its format (``answer_format="boxed"``, ...) and pass ``final_form=True`` to
+    demand a number where the gold is one. A check that misses its deadline counts as not equal.
+    ``options`` are those of `verify_batch`.
 
-    >>> verify(r"so the answer is $\boxed{(r+5)(r+5)}$", "(r+5)^2")
+    >>> verify("1/2", "0.5"), verify(0.75, r"\frac34"), verify("3,5,7", r"7, 5, 3"), verify("(2,1)", "(1,2)")
+    (True, True, True, False)
+    >>> verify(r"so the answer is $\boxed{(r+5)(r+5)}$", "(r+5)^2", answer_format="boxed")
     True
-    >>> verify(0.75, r"\frac34"), verify("3,5,7", r"7, 5, 3"), verify("(2,1)", "(1,2)")
-    (True, True, False)
+    >>> verify("88 38", "126"), verify("67 - 66", "1", final_form=True)
+    (False, False)
     """
     return verify_batch([(prediction, gold)], **options)[0] is True
+
+
+def _scorable(answer: list) -> list:
+    return [None if a is None or (isinstance(a, str) and not a.strip()) else a for a in answer]
 
 
 @register("accuracy")
@@ -153,23 +219,75 @@ def accuracy_reward(
     completions: list,
     answer: list,
     *,
+    answer_format: str = "answer_tag",
+    think_prefilled: bool = False,
+    final_form: bool = True,
+    final_answer_pattern: str = "",
     deadline_s: float = DEFAULT_DEADLINE_S,
     rel_tol: float = DEFAULT_REL_TOL,
-    sources: tuple = ANSWER_SOURCES,
     **columns: Any,
 ) -> list[float | None]:
-    r"""1.0 if the completion's final answer equals the ``answer`` column, else 0.0.
+    r"""1.0 if the answer read from ``answer_format`` (after the thought) equals the ``answer`` column,
+    else 0.0. See `rewards.math.answer` for where each format reads the answer; with ``final_form`` a
+    numeric gold demands a number literal (turn it off for symbolic tasks).
 
     None (skip) only when the gold answer is missing. A check that misses the deadline scores 0.0, not
     None: otherwise a policy could dodge the penalty by writing answers too slow to check.
 
-    >>> accuracy_reward([r"<think>2+2</think><answer>4</answer>", "<answer>5</answer>"], answer=["4", "4"])
-    [1.0, 0.0]
+    >>> accuracy_reward(["<think>2+2</think><answer>4</answer>", "<answer>5</answer>", "4"], answer=["4"] * 3)
+    [1.0, 0.0, 0.0]
+    >>> accuracy_reward(["<think>67 - 66</think><answer>67 - 66</answer>"], answer=["1"])
+    [0.0]
     """
-    golds = [None if a is None or (isinstance(a, str) and not a.strip()) else a for a in answer]
+    check_answer_format(answer_format)
+    golds = _scorable(answer)
     pairs = [(completion_text(c), g) for c, g in zip(completions, golds, strict=True) if g is not None]
-    verdicts = iter(verify_batch(pairs, deadline_s=deadline_s, rel_tol=rel_tol, sources=sources))
+    verdicts = iter(verify_batch(pairs, answer_format=answer_format, think_prefilled=think_prefilled,
+                                 final_form=final_form, final_answer_pattern=final_answer_pattern,
+                                 deadline_s=deadline_s, rel_tol=rel_tol))
     return [None if g is None else float(next(verdicts) is True) for g in golds]
 
 
-__all__ = ["ANSWER_SOURCES", "accuracy_reward", "extract_answer", "verify", "verify_batch"]
+@register("strict_accuracy")
+def strict_accuracy(
+    completions: list,
+    answer: list,
+    *,
+    answer_format: str = "answer_tag",
+    think_prefilled: bool = False,
+    final_form: bool = True,
+    final_answer_pattern: str = "",
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    rel_tol: float = DEFAULT_REL_TOL,
+    **columns: Any,
+) -> list[float | None]:
+    r"""1.0 only for a well-formatted completion (`rewards.format.is_well_formatted`: one non-empty
+    thought, then the answer in ``answer_format`` and nothing else) whose answer is in final form and
+    equals the gold: the score for held-out evaluation, benchmarks and learning tests, where a shortcut
+    must never count as solved.
+
+    >>> strict_accuracy(["<think>2+2</think><answer>4</answer>", "<think></think><answer>4</answer>",
+    ...                  "<think>2+2</think><answer>4</answer> or 5"], answer=["4"] * 3)
+    [1.0, 0.0, 0.0]
+    """
+    scores = accuracy_reward(completions, answer, answer_format=answer_format, think_prefilled=think_prefilled,
+                             final_form=final_form, final_answer_pattern=final_answer_pattern,
+                             deadline_s=deadline_s, rel_tol=rel_tol)
+    return [
+        s if not s else float(is_well_formatted(completion_text(c), answer_format, think_prefilled,
+                                                final_answer_pattern))
+        for c, s in zip(completions, scores)
+    ]
+
+
+__all__ = [
+    "ANSWER_FORMATS",
+    "VERIFY_FORMATS",
+    "accuracy_reward",
+    "extract_answer",
+    "final_value",
+    "read_answer",
+    "strict_accuracy",
+    "verify",
+    "verify_batch",
+]

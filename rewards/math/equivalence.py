@@ -46,8 +46,44 @@ class _RaiseSLLSyntaxError(ErrorListener):
         raise _SLLSyntaxError(msg)
 
 
-class _SLLConverter(_Latex2Sympy):
-    """latex2sympy's converter with its ANTLR parser in SLL prediction mode.
+# A numeral as the grammar's postfix token: `88`, `3.5`, `1,000`.
+_NUMERAL_RE = re.compile(r"[\d.,]+")
+
+
+class _JuxtaposedNumerals(Exception):
+    """Two numerals side by side (`88 38`): not a number in any notation."""
+
+
+class _Converter(_Latex2Sympy):
+    """latex2sympy's converter without its mixed-number shortcut for integers.
+
+    latex2sympy reads an integer followed by any positive rational as a mixed number, and an integer is
+    a rational: `88 38`, `99` newline `12` and `2(3)` became 126, 111 and 5, so a policy that wrote the two
+    operands of `88 + 38` scored as if it had added them. Here only a proper fraction makes a mixed
+    number (`2 \\frac{1}{2}`), two bare numerals side by side are an error, and other juxtapositions
+    multiply (`2(3)` is 6).
+    """
+
+    def convert_postfix_list(self, arr, i=0):
+        if i + 1 < len(arr) and all(_NUMERAL_RE.fullmatch(arr[j].getText()) for j in (i, i + 1)):
+            raise _JuxtaposedNumerals(f"{arr[i].getText()} {arr[i + 1].getText()}")
+        res = self.convert_postfix(arr[i])
+        if isinstance(res, list) and len(res) == 1:  # `\frac{d}{dx}`: differentiate what follows
+            if i == len(arr) - 1:
+                raise ValueError("a derivative operator with nothing to differentiate")
+            return sympy.Derivative(self.convert_postfix_list(arr, i + 1), res[0])
+        if i == len(arr) - 1 or not isinstance(res, (sympy.Expr, sympy.MatrixBase)):
+            return res
+        rh = self.convert_postfix_list(arr, i + 1)
+        if getattr(res, "is_Matrix", False) or getattr(rh, "is_Matrix", False):
+            return self.mat_mul_flat(res, rh)
+        if getattr(res, "is_Integer", False) and getattr(rh, "is_Rational", False) and 0 < rh < 1:
+            return res - rh if res < 0 else res + rh
+        return self.mul_flat(res, rh)
+
+
+class _SLLConverter(_Converter):
+    """`_Converter` with its ANTLR parser in SLL prediction mode.
 
     Profiling put about half of a warm worker's time in the parser's full-context (LL) prediction, which
     ANTLR does not cache. ANTLR's two-stage strategy avoids it: SLL prediction either yields exactly the parse
@@ -70,7 +106,7 @@ def _parse(latex: str, is_real: bool) -> sympy.Basic | sympy.MatrixBase:
     except _SLLSyntaxError:
         # Not necessarily an error: some valid input (`x^2`, `a_{1} = 5`) meets an SLL conflict in
         # latex2sympy's grammar, and only LL can tell.
-        return _Latex2Sympy(is_real=is_real).parse(latex)
+        return _Converter(is_real=is_real).parse(latex)
 
 
 @lru_cache(maxsize=4096)

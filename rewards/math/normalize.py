@@ -137,7 +137,8 @@ _UNIT_RE = re.compile(
 )
 
 # A comma and then a space separates list items (`32, 349`); `32,\! 349` is glued together by `clean`.
-_SEP = r"(?:,|\{,\}|\s)"
+# A space groups thousands (`1 000 000`); a line break never does (`88` newline `380` is two numbers).
+_SEP = r"(?:,|\{,\}| )"
 _INT = rf"(?:[1-9]\d{{0,2}}(?:{_SEP}\d{{3}})+|\d+)"
 # `1000,99` / `0,111` / `1,22`: digits, a comma, digits, and not a thousands grouping -> a decimal comma.
 _DECIMAL_COMMA_RE = re.compile(r"^(-?\d+),(\d+)$")
@@ -196,6 +197,30 @@ def _core_number(s: str) -> tuple[Fraction, Fraction | None] | None:
     return None
 
 
+# Python refuses to convert integers of more than 4300 digits (CVE-2020-10735); no answer is that long.
+MAX_DIGITS = 4000
+_DIGIT_RUN_RE = re.compile(rf"\d{{{MAX_DIGITS + 1}}}")
+
+
+def has_huge_number(answer: str) -> bool:
+    """Whether ``answer`` holds a run of more than `MAX_DIGITS` digits (not a number to parse).
+
+    >>> has_huge_number("9" * 5000), has_huge_number("1,000")
+    (True, False)
+    """
+    return _DIGIT_RUN_RE.search(answer) is not None
+
+
+def is_number_literal(answer: str) -> bool:
+    r"""Whether ``answer`` is written as one number (integer, decimal, fraction, percentage, with
+    optional units or currency): the final form a numeric gold demands.
+
+    >>> [is_number_literal(a) for a in ("46", "-3/4", r"\frac{1}{2}", "12.5%", "3,5", "66 - 20", "99\n12")]
+    [True, True, True, True, True, False, False]
+    """
+    return parse_number(answer) is not None or decimal_comma(answer) is not None
+
+
 def parse_number(answer: str) -> Num | None:
     r"""A plain number (after `clean`), or None if ``answer`` is anything else.
 
@@ -209,6 +234,8 @@ def parse_number(answer: str) -> Num | None:
     >>> parse_number("5x") is None
     True
     """
+    if has_huge_number(answer):
+        return None
     s = unwrap_text(clean(answer))
     s = _CURRENCY_RE.sub(r"\1", s)
     percent = bool(_PERCENT_RE.search(s))
