@@ -50,6 +50,10 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
     max_sampling_rounds: int = arg(
         4, "Extra sampling rounds per step for dynamic sampling before training on what was kept.", ge=0
     )
+    zero_variance_patience: int = arg(
+        10, "After this many steps in a row with no reward variance in any group, warn and sample one round per "
+        "step (no extra rounds, no oversampling) until a group varies again (0: never; rl/alarms.py).", ge=0
+    )
     mask_truncated_completions: bool = arg(False, "Exclude completions that hit max_completion_length from the loss.")
     max_truncated_fraction: float = arg(0.5, "Warn loudly when more completions than this are truncated.", ge=0, le=1)
 
@@ -92,6 +96,10 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
     eval_split: str = arg("test", "Split of dataset_name used for held-out accuracy.")
     eval_max_samples: int = arg(200, "Held-out prompts per evaluation.", gt=0)
     eval_reward: str = arg("accuracy", "Registry reward whose score >= 1 counts as a correct answer.")
+    # A worked 2-digit answer is ~45 tokens; the issue-11 shortcut (the prompt's expression) was 6.
+    min_completion_length_alarm: int = arg(
+        8, "Warn when the mean completion length over 10 steps falls under this many tokens (0: never).", ge=0
+    )
     log_completions_steps: int = arg(10, "Write sample rollouts to samples.jsonl every N steps (0: never).", ge=0)
     num_completions_to_log: int = arg(4, "Rollouts written per sample log.", gt=0)
 

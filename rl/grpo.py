@@ -33,8 +33,8 @@ import torch
 from r1kit.checkpoint import clean_temp, load_checkpoint, resolve_resume, save_checkpoint, save_model
 from r1kit.config import parse_config
 from r1kit.errors import exit_on_user_error
+from r1kit.generation import Rollout, left_pad
 from rl.config import GRPOConfig
-from rl.engine import Rollout, left_pad
 from rl.losses import Normalizers, PolicyBatch, group_advantages
 from rl.packing import Packed, pack_groups, packed_logits
 from rl.setup import Run, encode_prompts, setup_run, teardown_run  # noqa: F401  (encode_prompts: re-export)
@@ -105,20 +105,22 @@ def prompts_to_sample(run: Run, short: int) -> int:
     share is capped at one half: a policy that never earns a reward costs at most twice the rows per round."""
     if short <= 0:
         return 1  # a full process that must still join the others' forwards (sharded weights)
-    p = min(run.zero_variance_rate, 0.5) if run.cfg.dynamic_sampling else 0.0
+    p = min(run.zero_variance_rate, 0.5) if run.cfg.dynamic_sampling and not run.alarms.saturated else 0.0
     return math.ceil((short + math.sqrt(short * p * (1 - p))) / (1 - p))
 
 
 def collect(run: Run) -> tuple[Groups, dict[str, float]]:
     """One step's local batch. With dynamic sampling (DAPO sec. 3.2) groups whose rewards are all equal
-    are set aside and more prompts are sampled, for at most `max_sampling_rounds` extra rounds."""
+    are set aside and more prompts are sampled, for at most `max_sampling_rounds` extra rounds; none once no
+    group has varied for `zero_variance_patience` steps (rl/alarms.py: nothing left to learn)."""
     cfg, G = run.cfg, run.cfg.num_generations
     need = run.local_batch // G
+    extra_rounds = cfg.dynamic_sampling and not run.alarms.saturated  # the same on every process
     kept, dropped, sampled, zero, surplus = Groups(), Groups(), 0, 0, 0
     for round_ in range(cfg.max_sampling_rounds + 1):
         short = need - len(kept.rows) // G
         # Every process runs the same number of rounds (decided together)...
-        if run.reduce_max(float(short)) <= 0 or (round_ > 0 and not cfg.dynamic_sampling):
+        if run.reduce_max(float(short)) <= 0 or (round_ > 0 and not extra_rounds):
             break
         if short <= 0 and not run.sharded:
             continue
@@ -366,6 +368,15 @@ def rollout_metrics(run: Run, groups: Groups) -> dict[str, float]:
     return out
 
 
+def check_alarms(run: Run, step: int, metrics: dict[str, float], advantages: torch.Tensor) -> dict[str, float]:
+    """Shortcut alarms (rl/alarms.py) on this step's global metrics: printed loudly, flagged in the metrics."""
+    any_varied = run.reduce_max(float(bool((advantages != 0).any()))) > 0
+    fired = run.alarms.observe(step, metrics, [fn.name for fn in run.rewards], any_varied)
+    for name, msg in fired.items():
+        run.warn(f"step {step}: SHORTCUT ALARM {name}: {msg}")
+    return {f"alarm/{name}": 1.0 for name in fired}
+
+
 def train_step(run: Run, step: int) -> dict[str, float]:
     t0 = time.perf_counter()
     groups, metrics = collect(run)
@@ -374,6 +385,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
         run.warn(f"step {step}: a reward function returned inf/NaN: step skipped; check the reward functions.")
         return {**metrics, "skipped_steps": 1.0}
     advantages = advantages_for(run, groups)
+    metrics |= check_alarms(run, step, metrics, advantages)
     full = to_tensors(run, groups, advantages)
     norm = Normalizers(num_seqs=run.reduce_sum(float(len(full.advantages))),
                        num_tokens=run.reduce_sum(full.completion_mask.sum().item()))

@@ -13,7 +13,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,8 +21,9 @@ import torch
 from r1kit.chat import encode_prompts as _encode
 from r1kit.config import to_dict
 from r1kit.errors import UserError
-from rl.config import GRPOConfig
 from r1kit.generation import SamplingSettings, build_engine
+from rl.alarms import Alarms
+from rl.config import GRPOConfig
 from rl.losses import LossFn, LossSettings, get_loss
 
 STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "loss", "kl", "completion_length", "dropped_groups",
@@ -98,6 +99,7 @@ class Run:
     replay: Any = None
     start_step: int = 0
     zero_variance_rate: float = 0.0  # recent share of sampled groups without reward variance (dynamic sampling)
+    alarms: Alarms = field(default_factory=Alarms)  # shortcut alarms (rl/alarms.py)
 
     @property
     def pack_length(self) -> int:
@@ -314,7 +316,7 @@ def setup_run(cfg: GRPOConfig) -> Run:
     return Run(cfg, acc, model, tokenizer, engine, rewards, eval_fn, rows, prompt_ids, eval_rows, eval_prompts,
                PromptStream(len(rows), cfg.seed, acc.process_index, acc.num_processes), sampling,
                get_loss(cfg.loss_type), settings, optimizer, scheduler, tracker, progress, max_steps, ref,
-               tracker_hooks, replay)
+               tracker_hooks, replay, alarms=Alarms(cfg.min_completion_length_alarm, cfg.zero_variance_patience))
 
 
 def teardown_run(run: Run) -> None:

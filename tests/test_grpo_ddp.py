@@ -11,6 +11,7 @@ learning rate it steps with at every optimizer step; the single process must mat
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -20,9 +21,9 @@ from pathlib import Path
 import torch
 
 from r1kit.config import load_config
+from r1kit.generation import Rollout
 from rl import grpo
 from rl.config import GRPOConfig
-from r1kit.generation import Rollout
 from rl.losses import get_loss
 
 GLOBAL_N, G = 16, 4
@@ -123,7 +124,7 @@ def test_two_process_ddp_train_step_matches_one_process(tiny_dir, tmp_path, monk
     # the variants really differ, so each comparison checks its own normaliser and std (the first update's lr
     # is 0, so the first step's two updates see the same weights)
     firsts = [single[k][1] for k in range(0, n_updates, run.cfg.num_iterations)]
-    assert all(any(not torch.allclose(a[n], b[n]) for n in a) for a, b in zip(firsts, firsts[1:]))
+    assert all(any(not torch.allclose(a[n], b[n]) for n in a) for a, b in itertools.pairwise(firsts))
 
 
 if __name__ == "__main__":
