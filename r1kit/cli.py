@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "grpo": ("rl.grpo:main", "GRPO with verifiable rewards (accelerate launch -m rl.grpo)"),
     "distill": (None, "distil verified RL traces into a dense student"),
     "eval": ("evals.evaluate:main", "evaluate models or a predictions file on math and code benchmarks, with a report"),
-    "run": (None, "the whole pipeline in one command"),
+    "run": ("r1kit.pipeline:cli_run", "the whole pipeline in one command (`r1kit run RECIPE [--dry_run]`)"),
     "sandbox": ("rewards.sandbox:sandbox_cli", "run a program in the local code sandbox (`sandbox run FILE`)"),
 }
 

@@ -171,10 +171,11 @@ def _check_constraints(name: str, value: Any, meta: dict, source: str, check_pat
         raise UserError(f"{source}: key '{name}' must not be empty.")
     kind = meta.get("path")
     if kind and check_paths:
-        _check_path(name, value, kind, source, check_paths)
+        check_path(name, value, kind, source, check_paths)
 
 
-def _check_path(name: str, value: str, kind: str, source: str, check_paths: bool | str = True) -> None:
+def check_path(name: str, value: str, kind: str, source: str, check_paths: bool | str = True) -> None:
+    """Raise UserError when `value` of key `name` is not the `kind` of path its field declares."""
     p = Path(os.path.expanduser(value))
     if kind == "file" and not p.is_file():
         raise UserError(f"{source}: key '{name}': file '{value}' does not exist. Fix the path.")
@@ -249,7 +250,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     """`rewards.0.weight=2` sets raw['rewards'][0]['weight']."""
     parts = dotted.split(".")
     node: Any = raw
@@ -305,21 +306,24 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | dict | None = None,
     check_paths: bool | Literal["local"] = True,
+    source: str | None = None,
 ) -> T:
     """Build and validate `cls` from a recipe file plus overrides (CLI tokens or a dict).
 
     check_paths=False skips the existence checks of path fields (used to lint recipes whose
     models are built later, e.g. by `r1kit build-tiny`); check_paths="local" checks local paths but
-    does not look hub ids up (a real-scale recipe linted offline). Model names follow `r1kit.hub`."""
+    does not look hub ids up (a real-scale recipe linted offline). Model names follow `r1kit.hub`.
+    source: what error messages name instead of the file (e.g. "r1.yaml: stage 'grpo'")."""
     raw = read_yaml(path) if path else {}
-    source = str(path) if path else "command line"
+    named = source
+    source = named or (str(path) if path else "command line")
     if isinstance(overrides, dict):
         pairs = list(overrides.items())
     else:
         pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
-        _set_dotted(raw, key, value)
-    if pairs and path:
+        set_dotted(raw, key, value)
+    if pairs and path and not named:
         source = f"{path} (with command-line overrides)"
     return _build(cls, raw, source, check_paths=check_paths)
 

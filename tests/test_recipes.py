@@ -10,7 +10,9 @@ from r1kit.config import load_config
 from r1kit.configs import STAGES, stage_config_class
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
-STAGE_RECIPES = [p for p in RECIPES if "accelerate_configs" not in p.parts]
+# Pipeline recipes (`r1kit run`: a top-level `stages:` list) are checked in tests/test_pipeline_recipes.py.
+STAGE_RECIPES = [p for p in RECIPES if "accelerate_configs" not in p.parts
+                 and not any(line.startswith("stages:") for line in p.read_text().splitlines())]
 
 
 def stage_of(path: Path) -> str:
