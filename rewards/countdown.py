@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from rewards.common import completion_text
-from rewards.math.extract import extract_answer
+from rewards.math.answer import read_answer
 from rewards.registry import register
 
 _MAX_EXPRESSION_CHARS = 200  # a Countdown answer is short; longer text is not an attempt
@@ -71,15 +71,16 @@ def solves(expression: str, numbers: list[int], target: int) -> bool:
 
 @register("countdown")
 def countdown_reward(completions: list, numbers: list, target: list, **columns: Any) -> list[float | None]:
-    """1.0 when the last `<answer>...</answer>` reaches the row's `target` with its `numbers`, else 0.0.
+    """1.0 when the `<answer>...</answer>` after the thought (read strictly, as `accuracy` reads it: see
+    `rewards.math.answer`) reaches the row's `target` with its `numbers`, else 0.0.
 
     >>> countdown_reward(
-    ...     ["<think>8 * 3 = 24</think><answer>(16 / 2) * 3</answer>", "<answer>16 + 3</answer>", "24"],
+    ...     ["<think>8 * 3 = 24</think><answer>(16 / 2) * 3</answer>", "<answer>(16 / 2) * 3</answer>", "24"],
     ...     numbers=[[16, 2, 3]] * 3, target=[24] * 3)
     [1.0, 0.0, 0.0]
     """
     rewards: list[float | None] = []
     for completion, nums, goal in zip(completions, numbers, target, strict=True):
-        answer = extract_answer(completion_text(completion), sources=("answer_tag",))
+        answer = read_answer(completion_text(completion), "answer_tag")
         rewards.append(1.0 if answer is not None and solves(answer, list(nums), int(goal)) else 0.0)
     return rewards

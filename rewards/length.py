@@ -73,7 +73,7 @@ def cosine_length_reward(
         [(completion_text(completions[i]), answer[i]) for i in keep],
         deadline_s=deadline_s,
         rel_tol=rel_tol,
-        answer_format="answer_tag",
+        answer_format="any",
         final_form=True,
     )
     rewards: list[float | None] = [None] * len(completions)

@@ -629,7 +629,7 @@ def test_huge_number_is_decided_quickly_without_a_worker():
     start = time.monotonic()
     # A bare answer of more than 1000 characters is wrong whatever it says.
     assert verify_batch([(huge, "1"), (huge, huge), ("<answer>" + huge + "</answer>", "1")]) == [False] * 3
-    assert verify_batch([("<answer>" + huge + "</answer>", huge)], answer_format="answer_tag") == [True]
-    assert verify_batch([("<answer>" + huge + "</answer>", huge + "8")], answer_format="answer_tag") == [False]
+    assert verify_batch([("<think>x</think><answer>" + huge + "</answer>", huge)], answer_format="answer_tag") == [True]
+    assert verify_batch([("<think>x</think><answer>" + huge + "</answer>", huge + "8")], answer_format="any") == [False]
     assert accuracy_reward(["<think>x</think><answer>" + huge + "</answer>"], answer=["1"]) == [0.0]
     assert time.monotonic() - start < 1.0

@@ -33,7 +33,7 @@ def test_build_binds_params_and_weight():
     assert (fmt.name, fmt.weight, acc.weight) == ("format", 0.25, 1.0)
     assert fmt.__name__ == "format"
     assert fmt([r"x</think> \boxed{1}", r"<think>x</think> \boxed{1}"]) == [1.0, 0.0]
-    assert acc(["<answer>2</answer>"], answer=["2"]) == [1.0]
+    assert acc(["<think>1+1</think><answer>2</answer>", "<answer>2</answer>"], answer=["2", "2"]) == [1.0, 0.0]
 
 
 def test_unknown_name_suggests_and_lists():

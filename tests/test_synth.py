@@ -154,18 +154,19 @@ def test_cli_writes_jsonl(tmp_path, capsys):
         ("<think>x</think><answer>19 - (16 - 8)</answer>", [16, 8, 19], 11, 1.0),
         ("<answer>(16 - 8) - 19</answer>", [16, 8, 19], 11, 0.0),  # wrong value
         ("<answer>19 - 8</answer>", [16, 8, 19], 11, 0.0),  # a number left out
-        ("<answer>19 - 16 + 8</answer>", [16, 8, 19], 11, 1.0),
-        ("<answer>19 - (16 - 8) = 11</answer>", [16, 8, 19], 11, 1.0),  # restating the target is fine
-        ("<answer>8 + 8 - 5</answer>", [8, 5, 8], 11, 1.0),  # repeated numbers count as a multiset
+        ("<think>x</think><answer>19 - 16 + 8</answer>", [16, 8, 19], 11, 1.0),
+        ("<think>x</think><answer>19 - (16 - 8) = 11</answer>", [16, 8, 19], 11, 1.0),  # restating the target is fine
+        ("<think>x</think><answer>8 + 8 - 5</answer>", [8, 5, 8], 11, 1.0),  # repeated numbers count as a multiset
         ("<answer>8 + 8 - 5</answer>", [8, 5, 9], 11, 0.0),
-        ("<answer>12 / 4 * 2</answer>", [12, 4, 2], 6, 1.0),  # exact division
+        ("<think>x</think><answer>12 / 4 * 2</answer>", [12, 4, 2], 6, 1.0),  # exact division
         ("<answer>7 / (3 - 3) + 1</answer>", [7, 3, 3, 1], 1, 0.0),  # division by zero
         ("<answer>2 ** 3</answer>", [2, 3], 8, 0.0),  # only + - * /
         ("<answer>__import__('os')</answer>", [1], 1, 0.0),
         ("<answer>-4 + 15</answer>", [4, 15], 11, 0.0),  # unary minus is not a Countdown operation
         ("19 - (16 - 8)", [16, 8, 19], 11, 0.0),  # no answer tag
-        ("<answer>1 + 2</answer> then <answer>19 - (16 - 8)</answer>", [16, 8, 19], 11, 1.0),  # last tag wins
-        ([{"role": "assistant", "content": "<answer>3 * 4</answer>"}], [3, 4], 12, 1.0),
+        ("<answer>19 - (16 - 8)</answer>", [16, 8, 19], 11, 0.0),  # no thought: not the declared format
+        ("<think>x</think><answer>1 + 2</answer> then <answer>19 - (16 - 8)</answer>", [16, 8, 19], 11, 0.0),  # two
+        ([{"role": "assistant", "content": "<think>x</think><answer>3 * 4</answer>"}], [3, 4], 12, 1.0),
     ],
 )
 def test_countdown_reward(completion, numbers, target, expected):

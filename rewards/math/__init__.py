@@ -196,13 +196,13 @@ def verify(prediction: str | float, gold: str | float, **options: Any) -> bool:
     r"""Whether ``prediction`` equals the answer ``gold`` (math-verify's ``verify``, one call).
 
     By default the prediction is a bare answer and values are compared as math (``2+3`` equals 5); to
-    grade a completion name its format (``answer_format="boxed"``, ...) and pass ``final_form=True`` to
+    grade a completion name its format (``answer_format="any"``, ``"boxed"``, ...) and pass ``final_form=True`` to
     demand a number where the gold is one. A check that misses its deadline counts as not equal.
     ``options`` are those of `verify_batch`.
 
     >>> verify("1/2", "0.5"), verify(0.75, r"\frac34"), verify("3,5,7", r"7, 5, 3"), verify("(2,1)", "(1,2)")
     (True, True, True, False)
-    >>> verify(r"so the answer is $\boxed{(r+5)(r+5)}$", "(r+5)^2", answer_format="boxed")
+    >>> verify(r"so the answer is $\boxed{(r+5)(r+5)}$", "(r+5)^2", answer_format="any")
     True
     >>> verify("88 38", "126"), verify("67 - 66", "1", final_form=True)
     (False, False)

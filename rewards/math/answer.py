@@ -4,21 +4,23 @@ An RL policy optimizes whatever the reward reads. A reward that falls back to "t
 "the last number anywhere" pays for echoing the question (``67 - 66`` scored as 1), for hedging (two
 answers, one of them right) and for answers hidden in the thought. So a completion is read strictly:
 
-- The answer lives after the thought. The thought is ``<think>...</think>``; with ``think_prefilled``
-  the prompt already opened it, so the completion starts inside it. An unclosed or empty thought means
-  there is no answer (the completion was cut off, or skipped reasoning the format demands).
+- The answer lives after the thought, ``<think>...</think>`` (the completion may start inside it when the
+  prompt opened it: ``think_prefilled``). The three training formats demand a closed, non-empty
+  thought: an answer with no thought, before it, inside it, or after an empty one is no answer.
 - ``answer_tag``: exactly one ``<answer>...</answer>`` in the whole completion, after the thought, with
   nothing but whitespace after ``</answer>`` (prose between ``</think>`` and ``<answer>`` is allowed: a
   summary is not an answer). A ``\boxed{}`` inside the tag is the answer (``<answer>so \boxed{4}</answer>``).
 - ``boxed``: the ``\boxed{}``/``\fbox{}`` after the thought. Several boxes count only as one
   multi-part answer (``\boxed{-2} and \boxed{3}``); a correction (``\boxed{3}, no, \boxed{4}``), a box
-  inside a box or an empty box is no answer.
+  inside a box, an empty box or a number after the last box (``\boxed{3} or 4``) is no answer; words
+  after it are fine (``$\boxed{3}$ apples.``).
 - ``final_answer``: a final-answer statement ("The final answer is 5", "Answer: 5", "答案是 5",
   "Ответ: 5", ...; `FINAL_ANSWER_MARKERS`, or a recipe's own regex) as the last line of the completion.
-  Several statements that disagree are no answer.
+  Several statements that disagree, or one that names two numbers ("3 or maybe 4"), are no answer.
 - ``any``: the lenient priority list of `rewards.math.extract.extract_answer` (tag, box, final-answer
   statement, ``####``, the last number of a prose sentence) after the thought, for grading free-form
-  output of models not trained to a format. Never the whole text.
+  output of models not trained to a format. No thought is needed (an unclosed one still means no
+  answer). Never the whole text.
 
 ``bare`` (only for `rewards.math.verify`): the prediction *is* the answer, no extraction.
 """
@@ -29,7 +31,7 @@ import re
 from functools import lru_cache
 
 from r1kit.errors import UserError
-from rewards.math.extract import _boxed_at, _is_list_gap, extract_answer, is_prose, last_math
+from rewards.math.extract import _NUMBER_RE, _boxed_at, _is_list_gap, extract_answer, is_prose, last_math
 
 ANSWER_FORMATS = ("answer_tag", "boxed", "final_answer", "any")
 """Where a completion's answer may be read (recipes' ``answer_format``)."""
@@ -38,6 +40,7 @@ VERIFY_FORMATS = ("bare", *ANSWER_FORMATS)
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 _BOX_RE = re.compile(r"\\boxed|\\fbox")
+_DIGIT_RE = re.compile(r"\d")
 # More boxes than this after the thought is spraying, not a multi-part answer.
 _MAX_BOXES = 16
 
@@ -83,19 +86,22 @@ def check_answer_format(answer_format: str, allowed: tuple[str, ...] = ANSWER_FO
         raise UserError(f"answer_format must be one of {list(allowed)}, got {answer_format!r}")
 
 
-def split_thought(text: str, think_prefilled: bool) -> tuple[str, str] | None:
-    """``(thought, after)``: the text up to the last ``</think>`` and the text after it. A completion
-    with no thought tags at all (and no prefill) is all "after". None when the thought is unclosed or
-    has nothing in it.
+def split_thought(text: str, think_prefilled: bool, required: bool = True) -> tuple[str, str] | None:
+    """``(thought, after)``: the thought (up to the last ``</think>``, from the ``<think>`` before it if
+    the completion opened it) and the text after it. None when the thought is unclosed or has nothing
+    in it. A completion with no thought tags at all is all "after" only when a thought is not
+    ``required`` and the prompt did not open one (``think_prefilled``).
 
-    >>> split_thought("<think>2+2</think> <answer>4</answer>", False)
-    ('2+2', ' <answer>4</answer>')
-    >>> split_thought("2+2 <answer>4</answer>", True), split_thought("<think> </think>4", False)
+    >>> split_thought("<think>2+2</think> <answer>4</answer>", False), split_thought("2+2</think>4", False)
+    (('2+2', ' <answer>4</answer>'), ('2+2', '4'))
+    >>> split_thought("<answer>4</answer>", False), split_thought("<answer>4</answer>", False, required=False)
+    (None, ('', '<answer>4</answer>'))
+    >>> split_thought("2+2 <answer>4</answer>", True, required=False), split_thought("<think> </think>4", False)
     (None, None)
     """
     close = text.rfind(_THINK_CLOSE)
     if close < 0:
-        return None if think_prefilled or _THINK_OPEN in text else ("", text)
+        return None if required or think_prefilled or _THINK_OPEN in text else ("", text)
     opened = text.rfind(_THINK_OPEN, 0, close)
     thought = text[opened + len(_THINK_OPEN) if opened >= 0 else 0 : close]
     if not thought.strip():
@@ -144,7 +150,20 @@ def _statement(line: str) -> str | None:
         return line[1 : line.find("$", 1)]  # "The final answer is $x^2$." -> the math span
     if _BOX_RE.search(line):
         return strict_boxes(line)
-    return last_math(line) if is_prose(line) else line.rstrip(". ")
+    if not is_prose(line):
+        return line
+    # "The answer is 12 apples" -> 12; "The answer is 3 or maybe 4" names two numbers: no answer.
+    return last_math(line) if len(set(_NUMBER_RE.findall(line))) <= 1 else None
+
+
+def _boxed(after: str) -> str | None:
+    if _ANSWER_OPEN in after or _ANSWER_CLOSE in after:
+        return None
+    found = strict_boxes(after)
+    last = max(after.rfind("\\boxed"), after.rfind("\\fbox"))
+    box = _boxed_at(after, last) if found is not None else None
+    # Words may follow the box ("$\\boxed{5}$ apples."); another number ("\\boxed{5} or 6") is a hedge.
+    return None if box is None or _DIGIT_RE.search(after[box[1] :]) else found
 
 
 def _final_answer(after: str, pattern: str) -> str | None:
@@ -176,14 +195,14 @@ def read_answer(text: str, answer_format: str, think_prefilled: bool = False, pa
     '15'
     """
     check_answer_format(answer_format)
-    parts = split_thought(text, think_prefilled)
+    parts = split_thought(text, think_prefilled, required=answer_format != "any")
     if parts is None:
         return None
     after = parts[1]
     if answer_format == "answer_tag":
         found = _answer_tag(text, after)
     elif answer_format == "boxed":
-        found = None if _ANSWER_OPEN in after else strict_boxes(after)
+        found = _boxed(after)
     elif answer_format == "final_answer":
         found = _final_answer(after, pattern)
     else:
