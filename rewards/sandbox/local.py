@@ -47,6 +47,7 @@ from pathlib import Path
 
 from r1kit.errors import UserError
 from rewards.sandbox import cgroups, seccomp
+from rewards.sandbox.asserts import Plan, judge_records, plan_test, shadowed_builtins
 from rewards.sandbox.results import ExecutionResult, TestResult
 
 NOBODY = 65534
@@ -458,11 +459,19 @@ class LocalSandbox:
         if not job_tests:
             return []
         # Expected outputs never enter the sandbox: a program there could read them from memory.
-        sent = [{"input": t["input"]} for t in job_tests] if style == "stdio" else job_tests
-        judge = (lambda i, r: judge_stdio(r, job_tests[i]["output"])) if style == "stdio" else None
+        # stdio tests send their input only; assert tests send their asserts split by `plan_test`
+        # (the program's side of each assert), and the host evaluates the rest on the reported values.
+        if style == "stdio":
+            sent = [{"input": t["input"]} for t in job_tests]
+            judge = lambda i, r: judge_stdio(r, job_tests[i]["output"])  # noqa: E731
+        else:
+            shadowed = shadowed_builtins(program)
+            plans = [plan_test(t["code"], shadowed) for t in job_tests]
+            sent = [{"code": p.source} for p in plans]
+            judge = lambda i, r: judge_asserts(r, plans[i])  # noqa: E731
         raw = self._job(program, sent, style, timeout, memory_mb, files, stop_on_first_failure, judge)
         raw += [{"status": "skipped", "passed": False} for _ in job_tests[len(raw) :]]
-        return [TestResult(**r) for r in raw]
+        return [TestResult(**{k: v for k, v in r.items() if k != "records"}) for r in raw]
 
     def run_tests_batch(self, programs: list[str], tests: list, style: str = "assert", **kwargs) -> list[list[TestResult]]:
         """`run_tests` for many programs (tests[i] belongs to programs[i]), across all worker slots."""
@@ -495,6 +504,26 @@ def normalize_tests(tests, style: str) -> list[dict]:
             out.append({"input": str(inp), "output": str(exp)})
         return out
     raise UserError(f"test style {style!r} is unknown; use 'assert' or 'stdio'")
+
+
+def judge_asserts(result: dict, plan: Plan) -> dict:
+    """An assert test passes when the guard vouched for it (status ok) and the host, evaluating each
+    assert on the values the sandbox reported, finds every one true and every required one run once.
+
+    >>> plan = plan_test("assert f(2) == 4")
+    >>> judge_asserts({"status": "ok", "passed": True, "stderr": "", "records": '[0,[[4]]]\\n'}, plan)["passed"]
+    True
+    >>> judge_asserts({"status": "ok", "passed": True, "stderr": "", "records": '[0,[{"bad":"x"}]]\\n'}, plan)["status"]
+    'wrong_answer'
+    >>> judge_asserts({"status": "ok", "passed": True, "stderr": "", "records": ""}, plan)["status"]
+    'error'
+    """
+    if result["status"] != "ok":
+        return result
+    status, why = judge_records(plan, result.get("records", ""))
+    if status == "ok":
+        return result
+    return {**result, "passed": False, "status": status, "stderr": result["stderr"] + f"\nr1kit sandbox: {why}\n"}
 
 
 def judge_stdio(result: dict, expected: str) -> dict:

@@ -21,6 +21,7 @@ host -> worker: {"code", "style", "timeout", "limits", "files"} to start a progr
 worker -> host: {"ready": ...} once at start-up.
 """
 
+import _json
 import builtins
 import ctypes
 import json
@@ -28,6 +29,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -48,6 +50,9 @@ DENIED_EVENTS = ("sys.settrace", "sys.setprofile", "sys._current_frames", "gc.ge
                  "gc.get_referrers", "gc.get_referents")  # fmt: skip
 DENIED_PREFIXES = ("ctypes.", "sys.monitoring")
 DENIED_PATH_PARTS = {"mem", "fd", "fdinfo", "map_files"}  # /proc/<pid>/mem, /proc/<pid>/fd/<pipe>, ...
+RECORD_EVENT = "r1kit.record"  # the event a host-judged assert reports its values with (see asserts.py)
+RECORD_FUNC = "__r1kit_record__"  # the name tests call it by
+MAX_DEPTH = 100  # deepest nesting of a reported value
 
 
 def read_msg(fd):
@@ -163,12 +168,15 @@ class Worker:
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
         go_r, go_w = os.pipe()
+        # Assert records travel on a socket, not a pipe: a pipe reopened through /proc/self/fd would
+        # let the program read its own records back out; a socket cannot be reopened that way.
+        rec_r, rec_w = (s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
         start = time.monotonic()
         deadline = start + job["timeout"]
         pid = os.fork()
         if pid == 0:
-            child(code, test, style, limits, self, stdin_fd, out_w, err_w, res_w, go_r)
-        for fd in (stdin_fd, out_w, err_w, res_w, go_r):
+            child(code, test, style, limits, self, (stdin_fd, out_w, err_w, res_w, go_r, rec_w))
+        for fd in (stdin_fd, out_w, err_w, res_w, go_r, rec_w):
             os.close(fd)
         # Assert style: the child announces its pass token before the program runs and waits until
         # it is read, so the token has left the pipe by the time the program could look for it.
@@ -178,16 +186,19 @@ class Worker:
         except BrokenPipeError:
             pass  # the child died during set-up; supervise() reports how
         os.close(go_w)
-        status, captured, waitstatus = self.supervise(pid, {out_r: b"", err_r: b"", res_r: b""}, job, deadline)
+        bufs = {out_r: b"", err_r: b"", res_r: b"", rec_r: b""}
+        status, captured, waitstatus = self.supervise(pid, bufs, job, deadline)
         wall = time.monotonic() - start
         self.kill_all_others(pid)
-        for fd in (out_r, err_r, res_r):
+        for fd in (out_r, err_r, res_r, rec_r):
             os.close(fd)
         stdout = captured[out_r].decode("utf-8", "replace")
         stderr = captured[err_r].decode("utf-8", "replace")
         # Exactly the announced token once more, written by the guard after the test's last line.
         reached_end = len(token) == NONCE_BYTES and captured[res_r] == token
-        return classify(status, waitstatus, stdout, stderr, reached_end, style, wall)
+        result = classify(status, waitstatus, stdout, stderr, reached_end, style, wall)
+        result["records"] = captured[rec_r].decode("utf-8", "replace")
+        return result
 
     def supervise(self, pid, bufs, job, deadline):
         """Collect output until the child exits, the deadline passes or the output cap is hit."""
@@ -283,19 +294,22 @@ def classify(status, waitstatus, stdout, stderr, reached_end, style, wall):
     }
 
 
-def child(code, test, style, limits, worker, stdin_fd, out_w, err_w, res_w, go_r):
-    """Runs in the forked child: become a fresh, limited process, then execute the program."""
+def child(code, test, style, limits, worker, fds):
+    """Runs in the forked child: become a fresh, limited process, then execute the program.
+
+    `fds` (stdin, stdout, stderr, result, go, records) become fds 0-5; nothing else stays open.
+    """
     try:
         os.setsid()
-        os.dup2(stdin_fd, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.dup2(res_w, 3)
-        os.dup2(go_r, 4)
-        os.closerange(5, 1 << 16)  # the worker's control pipes must not be reachable from here
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(len(fds), 1 << 16)  # the worker's control pipes must not be reachable from here
         set_dumpable(1)  # own /proc/self files again, to raise oom_score_adj below
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the OOM killer must pick the program, never the worker
+        # Non-dumpable again: /proc/self/mem (the guard's token, in memory) is then root-owned and
+        # cannot be opened by the program, whatever path or symlink it takes there.
+        set_dumpable(0)
         set_rlimits(limits)
         os.chdir(worker.scratch)
         os.environ.clear()
@@ -310,8 +324,7 @@ def child(code, test, style, limits, worker, stdin_fd, out_w, err_w, res_w, go_r
         os._exit(70)
     if style == "assert":
         os._exit(run_assert_test(code, test["code"]))
-    os.close(3)  # only assert tests report through the result pipe
-    os.close(4)
+    os.closerange(3, 6)  # only assert tests report through the result pipe and the records socket
     os._exit(run_program(code))
 
 
@@ -346,7 +359,7 @@ def run_assert_test(code, test_code):
         traceback.print_exc()
         flush_streams()
         return 1
-    install_guard(main, test, 3, 4)
+    install_guard(main, test, 3, 4, 5)
     return run_guarded(main, test, new_main_module().__dict__)
 
 
@@ -357,10 +370,12 @@ def run_guarded(main, test, namespace):
     builtins.exec, sys.audit or builtins.* cannot change what this frame does afterwards.
     """
     run, audit, saved_builtins, builtin_dict = exec, sys.audit, dict(vars(builtins)), vars(builtins)
+    record_name = RECORD_FUNC
     try:
         run(main, namespace)
         audit("r1kit.main_done")
         builtin_dict.update(saved_builtins)  # the test sees the real abs, isinstance, ...
+        namespace[record_name] = audit  # host-judged asserts report through the guard
         run(test, namespace)
         audit("r1kit.test_done")
         exit_code = 0
@@ -373,21 +388,119 @@ def run_guarded(main, test, namespace):
     return exit_code
 
 
-def install_guard(main, test, result_fd, go_fd):
-    """An audit hook that writes the pass token only after `main` then `test` ran in one frame.
+def code_objects(code):
+    """`code` and every code object nested in it (functions, lambdas, comprehensions of the test)."""
+    found, todo = {}, [code]
+    while todo:
+        c = todo.pop()
+        found[id(c)] = c
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    return found
+
+
+def make_plain_json():
+    """A serializer for values made of builtin types, safe to call from the audit hook.
+
+    It runs no code of the program's: every builtin it uses is bound here, before the program runs.
+    A value of an exact builtin type is written as is. A value of a subclass of one (an int subclass
+    whose `__eq__` always answers True, a Counter, a namedtuple) is written as its builtin base value,
+    read through the base type's own C slots (`int.__int__`, `list.__iter__`, `dict.items`), so no
+    method the program defined or patched (`__eq__`, `__repr__`, `__iter__`, `__len__`) is ever
+    called; the host then compares that plain value. Any other type is refused.
+    Containers are tagged lists (["l", [...]], ["t", ...], ["s", ...], ["fs", ...],
+    ["d", [[k, v], ...]], ["b", hex], ["c", re, im]), non-finite floats ["nan"] / ["inf", +-1];
+    see `asserts.decode` on the host.
+    """
+    type_, repr_, len_, issub, join = type, repr, len, issubclass, ",".join
+    escape, inf, none_type = _json.encode_basestring_ascii, float("inf"), type(None)
+    str_, int_, bool_, float_, complex_, bytes_ = str, int, bool, float, complex, bytes
+    list_, tuple_, dict_, set_, frozenset_ = list, tuple, dict, set, frozenset
+    # bool first: it is an int subclass with its own encoding (and cannot itself be subclassed).
+    bases = (bool_, int_, float_, str_, list_, tuple_, dict_, set_, frozenset_, bytes_, complex_, none_type)
+    iters = ((list_, "l", list_.__iter__), (tuple_, "t", tuple_.__iter__), (set_, "s", set_.__iter__),
+             (frozenset_, "fs", frozenset_.__iter__))  # fmt: skip
+    as_int, as_float, as_str, dict_items, bytes_hex = int_.__int__, float_.__float__, str_.__str__, dict_.items, bytes_.hex
+
+    class NotPlain(Exception):
+        pass
+
+    def base_of(t):
+        for b in bases:  # identity first: the common case, and no subclass check needed
+            if t is b:
+                return b
+        for b in bases:
+            if issub(t, b):  # a C-level MRO walk: no metaclass hook is consulted for builtin bases
+                return b
+        raise NotPlain("a value of a non-builtin type")
+
+    def enc(v, depth):
+        base = base_of(type_(v))
+        if base is none_type:
+            return "null"
+        if base is bool_:
+            return "true" if v is True else "false"
+        if base is int_:
+            return repr_(as_int(v))  # ValueError past the int-to-str digit limit: reported as not plain
+        if base is float_:
+            v = as_float(v)
+            if v != v:
+                return '["nan"]'
+            return '["inf",1]' if v == inf else '["inf",-1]' if v == -inf else repr_(v)
+        if base is str_:
+            return escape(as_str(v))
+        if depth > MAX_DEPTH:
+            raise NotPlain("nested too deeply")
+        for b, tag, it in iters:
+            if base is b:
+                return '["' + tag + '",[' + join([enc(x, depth + 1) for x in it(v)]) + "]]"
+        if base is dict_:
+            pairs = ["[" + enc(k, depth + 1) + "," + enc(x, depth + 1) + "]" for k, x in dict_items(v)]
+            return '["d",[' + join(pairs) + "]]"
+        if base is bytes_:
+            return '["b","' + bytes_hex(v) + '"]'
+        if type_(v) is not complex_:
+            raise NotPlain("a subclass of complex")
+        return '["c",' + enc(v.real, depth) + "," + enc(v.imag, depth) + "]"
+
+    def leaf(entry):
+        """One leaf as the test reports it: () when it raised, (value,) otherwise."""
+        if type_(entry) is not tuple_ or len_(entry) > 1:
+            return '{"bad":"malformed leaf"}'
+        if not entry:
+            return "[]"
+        try:
+            return "[" + enc(entry[0], 0) + "]"
+        except (NotPlain, ValueError, RecursionError, MemoryError) as e:
+            return '{"bad":' + escape(e.args[0] if type_(e) is NotPlain else "too large or deep") + "}"
+
+    return leaf
+
+
+def install_guard(main, test, result_fd, go_fd, record_fd):
+    """An audit hook that writes the pass token only after `main` then `test` ran in one frame, and
+    the records of host-judged asserts.
 
     The token is made here and lives only in the hook's closure (hooks cannot be listed or removed
     from Python). The hook records the frame that executes `main` (the first execution of `main`
     comes from `run_guarded`, before any program code exists) and accepts the rest of the sequence
     (main done, test executed, test done) only from that frame, in that order, once. It stops the
     process on the events that would reach its closure or rewrite the test's control flow.
+
+    A record event (`RECORD_EVENT`, check id, one tuple per leaf) is accepted only while the test
+    runs and only from a frame executing one of the test's own code objects; the hook serializes the
+    leaf values itself. The hook runs no code of the program's: every callable it uses is bound here
+    and arguments are type-checked (exact types) before use, so a program that patches a module, a
+    builtin or a str subclass cannot get code of its own run with the hook's frame on the stack.
     """
     token, write, getframe, stop = os.urandom(NONCE_BYTES), os.write, sys._getframe, os._exit
-    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
+    type_, str_, bytes_, int_, tuple_, id_, len_ = type, str, bytes, int, tuple, id, len
+    sep, bsep, denied_events, denied_prefixes = os.sep, os.sep.encode(), frozenset(DENIED_EVENTS), DENIED_PREFIXES
+    denied_parts = frozenset(DENIED_PATH_PARTS) | frozenset(p.encode() for p in DENIED_PATH_PARTS)
+    record_event, leaf, test_codes = RECORD_EVENT, make_plain_json(), code_objects(test)
     state = {"step": 0, "frame": None}
 
     def deny(what):
-        write(2, f"r1kit sandbox: {what} is not allowed in assert-style tests\n".encode())
+        write(2, b"r1kit sandbox: " + what.encode("ascii", "replace") + b" is not allowed in assert-style tests\n")
         stop(DENIED_EXIT)
 
     def advance(expected_step):
@@ -398,13 +511,27 @@ def install_guard(main, test, result_fd, go_fd):
             state["step"] = -1  # out of order or from another frame: this test can no longer pass
 
     def path_denied(path):
-        if isinstance(path, int):
+        t = type_(path)
+        if t is int_:
             return False  # an fd the process already holds
-        text = fsdecode(path)
-        parts = set(text.split(sep)) | set(realpath(text).split(sep))
-        return bool(parts & DENIED_PATH_PARTS)
+        if t is str_:
+            return not denied_parts.isdisjoint(path.split(sep))
+        if t is bytes_:
+            return not denied_parts.isdisjoint(path.split(bsep))
+        return True  # Python passes str/bytes/int; anything else would need its code run to read
+
+    def record(args):
+        code = getframe(2).f_code  # hook <- record: the frame that raised the event
+        if state["step"] != 3 or test_codes.get(id_(code)) is not code or len_(args) < 1 or type_(args[0]) is not int_:
+            state["step"] = -1  # a record from outside the running test: this test can no longer pass
+            return
+        line = ("[" + str_(args[0]) + ",[" + ",".join([leaf(a) for a in args[1:]]) + "]]\n").encode()
+        while line:
+            line = line[write(record_fd, line) :]
 
     def hook(event, args):
+        if type_(event) is not str_:
+            deny("an audit event that is not a str")
         if event == "exec" and args and args[0] is main:
             if state["step"] == 0:
                 state["step"], state["frame"] = 1, getframe(1)
@@ -412,21 +539,18 @@ def install_guard(main, test, result_fd, go_fd):
                 state["step"] = -1  # the program ran itself again
         elif event == "exec" and args and args[0] is test:
             advance(2)
+        elif event == record_event:
+            record(args)
         elif event == "r1kit.main_done":
             advance(1)
         elif event == "r1kit.test_done":
             advance(3)
             if state["step"] == 4:
                 write(result_fd, token)
-        elif event in DENIED_EVENTS or event.startswith(DENIED_PREFIXES):
+        elif event in denied_events or event.startswith(denied_prefixes):
             deny(event)
-        elif event == "open":
-            try:
-                denied = path_denied(args[0])
-            except (ValueError, TypeError, OSError):  # e.g. a NUL in the path: open() would fail too
-                denied = True
-            if denied:
-                deny(f"opening {args[0]!r}")
+        elif event == "open" and args and path_denied(args[0]):
+            deny("opening " + (args[0] if type_(args[0]) is str_ else "a path"))
 
     sys.addaudithook(hook)
     write(result_fd, token)
