@@ -157,7 +157,9 @@ def policy_config(tokenizer):
         scoring_func="sigmoid",
         num_mtp_layers=0,
         max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True,
+        # Untied: vLLM's DeepSeek-V2/V3 ignores tie_word_embeddings and would leave its lm_head unloaded
+        # (uniform logits); untying costs vocab x hidden (48k) parameters.
+        tie_word_embeddings=False,
         initializer_range=POLICY_INIT_STD,
         dtype="float32",
     )

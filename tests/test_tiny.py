@@ -63,6 +63,7 @@ def test_policy_is_deepseek_v3_moe_with_noaux_tc_routing(tiny_dir):
     assert cfg.model_type == "deepseek_v3"
     assert (cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.first_k_dense_replace) == (512, 64, 1)
     assert (cfg.topk_method, cfg.scoring_func) == ("noaux_tc", "sigmoid")
+    assert not cfg.tie_word_embeddings  # vLLM's DeepSeek model never ties: a tied checkpoint has no lm_head
     assert cfg.n_shared_experts >= 1 and cfg.n_routed_experts > cfg.num_experts_per_tok
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "policy")
     assert model.dtype == torch.float32
