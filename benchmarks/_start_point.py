@@ -61,10 +61,14 @@ def sft(policy: Path, out: Path, steps: int, seed: int, lr: float, batch: int) -
 def pretrain(base: Path, out: Path, seed: int) -> Path:
     """`sft.pretrain` with the student recipe (plain-text worked problems, train split): the base that
     copies and combines operands, as the README demo builds it."""
+    import torch
+
     from sft import pretrain as stage
 
+    # the caller's thread count: 2 threads on a CPU that other jobs share spin in OpenMP barriers (measured 3-4 s
+    # per pretrain step instead of 0.2 s under a load of 9 on 2 cores)
     stage.main(["--config", str(REPO / "recipes/tiny/pretrain_student.yaml"), "--model_name_or_path", str(base),
-                "--output_dir", str(out / "pretrain"), "--seed", str(seed), "--torch_threads", "2",
+                "--output_dir", str(out / "pretrain"), "--seed", str(seed), "--torch_threads", str(torch.get_num_threads()),
                 "--eval_accuracy_examples", "0"])
     return out / "pretrain"
 
@@ -90,19 +94,26 @@ def build_start_point(out_dir: str | Path, seed: int = 0, sft_steps: int = 300, 
     return out / "policy"
 
 
-def held_out_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 64, samples: int = 0) -> float:
-    """Share of `rows` whose greedy completion (chat template, no prefill) the `accuracy` reward scores 1;
-    with `samples` > 0, the share of that many temperature-1 samples per row that score 1."""
+def held_out(model, tokenizer, rows: list[dict], max_new_tokens: int = 64, samples: int = 0,
+             dump: Path | None = None) -> tuple[float, float]:
+    """(accuracy, mean completion tokens) on `rows`: the share of greedy completions (chat template, no prefill)
+    that `strict_accuracy` scores 1 (one non-empty thought, then the answer in `<answer>` in final form, equal to
+    the gold; never the training reward, so a shortcut cannot read as solved); with `samples` > 0, the share
+    of that many temperature-1 samples per row. `dump`: a JSONL file that receives every completion and its score."""
     from r1kit.chat import encode_prompt
+    from r1kit.generation import HFEngine, SamplingSettings
     from rewards.registry import build_rewards
-    from rl.engine import HFEngine, SamplingSettings
 
     rows = [r for r in rows for _ in range(max(samples, 1))]
     prompts = [encode_prompt(r["prompt"], tokenizer) for r in rows]
     out = HFEngine(model, tokenizer).generate(prompts, SamplingSettings(max_new_tokens, greedy=samples == 0))
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-    scores = build_rewards([{"name": "accuracy"}])[0](texts, answer=[r["answer"] for r in rows])
-    return sum(s is not None and s >= 1 for s in scores) / len(rows)
+    scores = build_rewards([{"name": "strict_accuracy"}])[0](texts, answer=[r["answer"] for r in rows])
+    solved = sum(s is not None and s >= 1 for s in scores) / len(rows)
+    if dump is not None:
+        dump.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["answer"], "completion": t, "strict": s})
+                                + "\n" for r, t, s in zip(rows, texts, scores)))
+    return solved, sum(len(c) for c in out.completion_ids) / len(rows)
 
 
 def main() -> None:
@@ -119,16 +130,18 @@ def main() -> None:
     p.add_argument("--base", choices=["policy", "student"], default="student")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--eval_samples", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a CPU shared with other jobs)")
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     policy = build_start_point(a.out, a.seed, a.sft_steps, a.lr, a.base, a.batch, a.pretrained)
     built = time.perf_counter() - t0
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    acc = held_out_accuracy(AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy),
-                            synth.generate(TASK, a.eval_samples, 0, DIFFICULTY, split="test"))
-    print(f"start point {policy}: held-out accuracy {acc:.3f} ({a.eval_samples} test problems), built in {built:.0f} s")
+    acc, length = held_out(AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy),
+                           synth.generate(TASK, a.eval_samples, 0, DIFFICULTY, split="test"))
+    print(f"start point {policy}: strict held-out accuracy {acc:.3f} ({a.eval_samples} test problems, "
+          f"{length:.1f} tokens per completion), built in {built:.0f} s")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ build_tiny's dense student, `sft.pretrain`, then `--sft_steps` TRL SFT steps; ca
 get the same prompts (train-split 2-digit addition, or with `--ops +-` addition and subtraction;
 chat template, no prefill), G, prompts per step, completion length, learning rate, temperature,
 loss (dapo, clip-higher 0.28) and the same registry rewards (accuracy + 0.2 format). Held-out
-accuracy is greedy, on test-split problems, through one evaluator for both
-(`_start_point.held_out_accuracy`); evaluation time is left out of every timing.
+accuracy is greedy, on test-split problems, through one evaluator for both (`_start_point.held_out`), scored
+strictly (`strict_accuracy`: one non-empty thought, then the answer in `<answer>` in final form, equal to the
+gold), not with the training reward, and reported with the mean completion length; evaluation time is left
+out of every timing.
 
 Two parts:
 - timing: `--timing_steps` steps each, like for like: r1kit with dynamic sampling off and one update
@@ -37,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _start_point import DIFFICULTY, TASK, build_start_point, held_out_accuracy
+from _start_point import DIFFICULTY, TASK, build_start_point, held_out
 
 from r1kit import synth
 from r1kit.config import load_config
@@ -77,20 +79,23 @@ class Clock:
 
 
 class Curve:
-    """Held-out accuracy every `every` steps; remembers when each of `targets` was first reached."""
+    """Strict held-out accuracy and completion length every `every` steps; remembers when each of `targets`
+    was first reached."""
 
-    def __init__(self, held: list[dict], every: int, targets: list[float], last: int):
-        self.held, self.every, self.targets, self.last = held, every, targets, last
-        self.points: list[tuple[int, float]] = []
+    def __init__(self, held: list[dict], every: int, targets: list[float], last: int, out: Path):
+        self.held, self.every, self.targets, self.last, self.out = held, every, targets, last, out
+        self.points: list[tuple[int, float, float]] = []  # (step, accuracy, mean completion tokens)
         self.reached: dict[float, tuple[int, float]] = {}  # target -> (step, training wall seconds)
 
     def maybe_eval(self, step: int, model, tokenizer, clock: Clock) -> None:
         if step % self.every and step != self.last:
             return
-        acc = held_out_accuracy(model, tokenizer, self.held)
+        self.out.mkdir(parents=True, exist_ok=True)  # the last evaluation's completions stay, to be read
+        acc, length = held_out(model, tokenizer, self.held, dump=self.out / "held_out_completions.jsonl")
         model.train()
-        self.points.append((step, round(acc, 3)))
-        print(f"step {step}: held-out accuracy {acc:.3f} ({clock.wall:.0f} s of training)", flush=True)
+        self.points.append((step, round(acc, 3), round(length, 1)))
+        print(f"step {step}: strict held-out accuracy {acc:.3f}, {length:.1f} tokens per completion "
+              f"({clock.wall:.0f} s of training)", flush=True)
         for target in self.targets:
             if acc >= target and target not in self.reached:
                 self.reached[target] = (step, round(clock.wall, 1))
@@ -119,7 +124,7 @@ def r1kit_cfg(a, policy: Path, out: Path, **over) -> GRPOConfig:
         "output_dir": str(out), "max_samples": 2000, "num_generations": a.G,
         "per_device_train_batch_size": a.prompts * a.G, "max_completion_length": a.max_completion_length,
         "learning_rate": a.lr, "max_steps": a.steps, "rewards": REWARDS, "loss_type": "dapo",
-        "epsilon_high": 0.28, "temperature": a.temperature, "use_cpu": True, "log_completions_steps": 0,
+        "epsilon_high": 0.28, "temperature": a.temperature, "use_cpu": True, "log_completions_steps": 25,
         "seed": a.seed, **over})
 
 
@@ -222,7 +227,7 @@ def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
     out = {}
     for name in a.trainers:
         torch.manual_seed(a.seed)
-        curve = Curve(held, a.eval_every, a.targets, a.steps)
+        curve = Curve(held, a.eval_every, a.targets, a.steps, work / f"l_{name.lower()}")
         if name == "r1kit":
             res = run_r1kit(r1kit_cfg(a, policy, work / "l_r1kit", **a.set), a.steps, curve)
         else:
@@ -232,8 +237,8 @@ def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
     return out
 
 
-def table(times: dict, learn: dict, start: float, targets: list[float], steps: int) -> str:
-    lines = [f"start held-out accuracy {start:.3f}"]
+def table(times: dict, learn: dict, start: tuple[float, float], targets: list[float], steps: int) -> str:
+    lines = [f"start: strict held-out accuracy {start[0]:.3f}, {start[1]:.1f} tokens per completion"]
     if times:
         # each r1kit row against the TRL row with the same number of updates per rollout batch
         names = list(times)
@@ -244,7 +249,7 @@ def table(times: dict, learn: dict, start: float, targets: list[float], steps: i
             lines.append(f"{name:<42} {r['s_per_step']:>8.2f} {r['cpu_s_per_step']:>11.2f} "
                          f"{ratio} {r.get('dropped_groups', 0.0):>8.2f}")
     if learn:
-        lines += ["", f"{'defaults':<8} {'s/step':>7}  curve (step, held-out greedy accuracy)"]
+        lines += ["", f"{'defaults':<8} {'s/step':>7}  curve (step, strict held-out greedy accuracy, completion tokens)"]
         lines += [f"{name:<8} {r['s_per_step']:>7.2f}  {r['curve']}" for name, r in learn.items()]
         lines += ["", f"{'target':>7} {'r1kit steps (train s)':>22} {'TRL steps (train s)':>20} {'steps r1kit/TRL':>16}"]
         for t in targets:
@@ -301,7 +306,7 @@ def main() -> None:
 
     a.data = write_train_rows(a, work)
     held = problems(a, "test", a.eval_samples)
-    start = held_out_accuracy(AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), held)
+    start = held_out(AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy), held)
     times = timing(a, policy, work) if a.skip != "timing" else {}
     learn = learning(a, policy, work, held) if a.skip != "learning" else {}
     print(table(times, learn, start, a.targets, a.steps))

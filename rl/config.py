@@ -95,7 +95,12 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
     eval_steps: int = arg(0, "Held-out greedy accuracy every N steps (0: never).", ge=0)
     eval_split: str = arg("test", "Split of dataset_name used for held-out accuracy.")
     eval_max_samples: int = arg(200, "Held-out prompts per evaluation.", gt=0)
-    eval_reward: str = arg("accuracy", "Registry reward whose score >= 1 counts as a correct answer.")
+    # Strict by default: a held-out answer counts only when well formatted and in final form (issue 11: the
+    # training reward once scored echoes of the question as correct).
+    eval_reward: str = arg("strict_accuracy", "Registry reward whose score >= 1 counts as a correct held-out answer; "
+                           "it reads answers where the training rewards do (answer_format, prefill_think).")
+    eval_reward_params: dict[str, Any] = arg(  # noqa: RUF009 - arg() copies a dict default per instance
+        {}, "Params of eval_reward that override those taken from the training rewards.")
     # A worked 2-digit answer is ~45 tokens; the issue-11 shortcut (the prompt's expression) was 6.
     min_completion_length_alarm: int = arg(
         8, "Warn when the mean completion length over 10 steps falls under this many tokens (0: never).", ge=0

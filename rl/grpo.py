@@ -359,7 +359,7 @@ def rollout_metrics(run: Run, groups: Groups) -> dict[str, float]:
     for k, fn in enumerate(run.rewards):
         col = [row[k] for row in groups.per_func if not math.isnan(row[k])]
         out[f"rewards/{fn.name}"] = mean(col)
-        if fn.name == run.cfg.eval_reward:
+        if fn.name in (run.cfg.eval_reward, "accuracy") and "accuracy" not in out:
             out["accuracy"] = mean([v >= 1.0 for v in col])
     if out["truncated"] > run.cfg.max_truncated_fraction:
         run.warn(f"{out['truncated']:.0%} of completions hit max_completion_length={run.cfg.max_completion_length}:"
@@ -412,7 +412,9 @@ def sample_rows(run: Run, groups: Groups, adv: torch.Tensor) -> list[dict]:
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """Held-out greedy accuracy: share of eval prompts whose answer scores >= 1 on `eval_reward`."""
+    """Held-out greedy accuracy: share of eval prompts whose completion scores >= 1 on `eval_reward` (strict by
+    default: well formatted, answer in final form), and their mean length in tokens (a collapse to short
+    completions shows here next to the accuracy)."""
     ids, rows = run.eval_prompts, run.eval_rows
     greedy = replace(run.sampling, greedy=True)
     rollout = run.engine.generate(ids, greedy)
@@ -420,7 +422,9 @@ def evaluate(run: Run) -> dict[str, float]:
     columns = {k: [r.get(k) for r in rows] for k in rows[0]}
     scores = run.eval_fn(texts, **columns, completion_token_ids=rollout.completion_ids)
     correct = run.reduce_sum(float(sum(s is not None and s >= 1.0 for s in scores)))
-    return {"eval/accuracy": correct / max(run.reduce_sum(float(len(rows))), 1.0)}
+    n = max(run.reduce_sum(float(len(rows))), 1.0)
+    tokens = run.reduce_sum(float(sum(len(c) for c in rollout.completion_ids)))
+    return {"eval/accuracy": correct / n, "eval/completion_length": tokens / n}
 
 
 def train(run: Run) -> None:

@@ -26,8 +26,10 @@ from rl.alarms import Alarms
 from rl.config import GRPOConfig
 from rl.losses import LossFn, LossSettings, get_loss
 
-STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "loss", "kl", "completion_length", "dropped_groups",
-               "grad_norm", "tokens_per_s")
+STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "eval/completion_length", "loss", "kl", "completion_length",
+               "dropped_groups", "grad_norm", "tokens_per_s")
+# Where the recipe's training rewards say the answer is: held-out scoring reads it from the same place.
+ANSWER_PARAMS = ("answer_format", "final_answer_pattern", "final_form")
 
 
 def encode_prompts(rows: list[dict], tokenizer, cfg: GRPOConfig) -> list[list[int]]:
@@ -216,6 +218,48 @@ def check_format_reachable(rewards: list, prefilled: bool) -> None:
             )
 
 
+def eval_reward_spec(cfg: GRPOConfig) -> dict[str, Any]:
+    """`eval_reward` with the answer format of the recipe's own rewards (the first that declares each of
+    `ANSWER_PARAMS`) and `think_prefilled` from `prefill_think`, so held-out accuracy reads answers where the
+    policy is trained to write them; `eval_reward_params` overrides. Only params the reward takes are passed.
+
+    >>> from rl.config import GRPOConfig
+    >>> cfg = GRPOConfig(model_name_or_path="m", dataset_name="d", output_dir="o", prefill_think=True,
+    ...                  rewards=[{"name": "accuracy"},
+    ...                  {"name": "format", "params": {"answer_format": "boxed", "think_prefilled": True}}])
+    >>> eval_reward_spec(cfg)
+    {'name': 'strict_accuracy', 'params': {'think_prefilled': True, 'answer_format': 'boxed'}}
+    """
+    from rewards.registry import build_rewards, tunable_params
+
+    accepted = tunable_params(build_rewards([{"name": cfg.eval_reward}])[0].fn)  # an unknown name: UserError
+    params: dict[str, Any] = {"think_prefilled": cfg.prefill_think}
+    for spec in cfg.rewards:
+        for key, value in (spec.get("params") or {}).items():
+            if key in ANSWER_PARAMS:
+                params.setdefault(key, value)
+    params = {k: v for k, v in {**params, **cfg.eval_reward_params}.items() if k in accepted}
+    return {"name": cfg.eval_reward, "params": params}
+
+
+def check_eval_reward(eval_fn, row: dict) -> None:
+    """A well-formed, correct completion in the declared format must score 1 on the eval reward; otherwise
+    held-out accuracy would read 0 whatever the policy learns (e.g. `answer_format: boxed` in the rewards
+    but a custom eval reward that only reads tags)."""
+    gold = row.get("answer")
+    if gold is None or eval_fn.name not in ("accuracy", "strict_accuracy"):
+        return
+    fmt, prefilled = eval_fn.params.get("answer_format", "answer_tag"), eval_fn.params.get("think_prefilled")
+    answer = {"answer_tag": f"<answer>{gold}</answer>", "boxed": f"\\boxed{{{gold}}}",
+              "final_answer": f"The final answer is {gold}", "any": f"The final answer is {gold}"}[fmt]
+    text = ("" if prefilled else "<think>\n") + f"reasoning\n</think>\n{answer}"
+    got = eval_fn([text], **{k: [v] for k, v in row.items()})[0]
+    if got is None or got < 1.0:
+        raise UserError(f"eval_reward '{eval_fn.name}' ({eval_fn.params}) scores a correct completion in the declared "
+                        f"format {got} (gold {gold!r}): held-out accuracy could never count a solved problem; set "
+                        "eval_reward_params to match the recipe's answer format.")
+
+
 def load_policy(cfg: GRPOConfig, device: torch.device):
     from transformers import AutoModelForCausalLM
 
@@ -296,7 +340,9 @@ def setup_run(cfg: GRPOConfig) -> Run:
         eval_cfg = replace(cfg, dataset_split=cfg.eval_split, max_samples=cfg.eval_max_samples)
         eval_rows = load_rows(eval_cfg)[acc.process_index::acc.num_processes]
         eval_prompts = encode_prompts(eval_rows, tokenizer, cfg)
-        eval_fn = build_rewards([{"name": cfg.eval_reward}])[0]
+        eval_fn = build_rewards([eval_reward_spec(cfg)])[0]
+        if eval_rows:
+            check_eval_reward(eval_fn, eval_rows[0])
     model, ref = load_policy(cfg, acc.device)
     tracker_hooks, replay = _moe_hooks(cfg, model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,

@@ -1,11 +1,14 @@
-"""GRPO learns: on a partially competent tiny policy, a few hundred steps raise held-out accuracy.
+"""GRPO learns: on a partially competent tiny policy, a few hundred steps raise strict held-out accuracy.
 
 The start point is build_tiny's dense student, pretrained with `sft.pretrain` and then given a short TRL SFT on
 chat-formatted traces (`benchmarks/_start_point.py`, about a minute), cached in the system temp dir (or
 $R1KIT_START_POINT) so this test and `benchmarks/grpo_vs_trl.py` build it once. Held-out accuracy is measured
 on test-split problems the policy never trains on, before and after GRPO with r1kit's defaults (warmup,
 dynamic sampling), two ways: greedy, and pass@1 over 4 samples per problem at the training temperature
-(R1 reports sampled pass@1). Two seeds, so a lucky draw cannot pass the test.
+(R1 reports sampled pass@1). It is scored with `strict_accuracy` (one non-empty thought, then the answer in
+`<answer>` in final form, equal to the gold), not with the `accuracy` reward GRPO trains on, so a shortcut
+that games the training reward cannot pass; the mean completion length must not collapse either. Two
+seeds, so a lucky draw cannot pass the test.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +40,7 @@ def _load_start_point():
 
 
 _sp = _load_start_point()
-DIFFICULTY, TASK, build_start_point, held_out_accuracy = _sp.DIFFICULTY, _sp.TASK, _sp.build_start_point, _sp.held_out_accuracy
+DIFFICULTY, TASK, build_start_point, held_out = _sp.DIFFICULTY, _sp.TASK, _sp.build_start_point, _sp.held_out
 
 STEPS, HELD_OUT, SAMPLES = 400, 200, 4
 # Held-out gains GRPO must show. Measured here (2 cores, torch 2.13 CPU, two runs of the suite on slightly different
@@ -53,16 +57,18 @@ def start_policy(request) -> Path:
     return build_start_point(cache)
 
 
-def accuracies(model, tokenizer, seed: int) -> tuple[float, float]:
+def accuracies(model, tokenizer, seed: int) -> tuple[float, float, float]:
+    """Strict greedy accuracy, strict sampled pass@1, greedy mean completion tokens."""
     held = synth.generate(TASK, HELD_OUT, 123, DIFFICULTY, split="test")
     torch.manual_seed(seed)
-    return held_out_accuracy(model, tokenizer, held), held_out_accuracy(model, tokenizer, held, samples=SAMPLES)
+    greedy, length = held_out(model, tokenizer, held)
+    return greedy, held_out(model, tokenizer, held, samples=SAMPLES)[0], length
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_grpo_raises_held_out_accuracy(start_policy, tmp_path, seed):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 threads spin in OpenMP barriers when other jobs share the CPU
     torch.manual_seed(seed)
     cfg = load_config(GRPOConfig, None, dict(
         model_name_or_path=str(start_policy), dataset_name=f"synthetic:{TASK}:{DIFFICULTY}", output_dir=str(tmp_path),
@@ -71,12 +77,15 @@ def test_grpo_raises_held_out_accuracy(start_policy, tmp_path, seed):
         loss_type="dapo", epsilon_high=0.28, use_cpu=True, log_completions_steps=0, seed=seed))
     run = grpo.setup_run(cfg)
     model = run.accelerator.unwrap_model(run.model)
-    greedy0, sampled0 = accuracies(model, run.tokenizer, seed)
+    greedy0, sampled0, length0 = accuracies(model, run.tokenizer, seed)
+    t0 = time.perf_counter()
     for step in range(1, STEPS + 1):
         grpo.train_step(run, step)
-    greedy1, sampled1 = accuracies(model, run.tokenizer, seed)
+    seconds = time.perf_counter() - t0
+    greedy1, sampled1, length1 = accuracies(model, run.tokenizer, seed)
     grpo.teardown_run(run)
-    print(f"seed {seed}: held-out greedy {greedy0:.3f} -> {greedy1:.3f}, sampled pass@1 {sampled0:.3f} -> {sampled1:.3f}"
-          f" after {STEPS} steps")
+    print(f"seed {seed}: strict held-out greedy {greedy0:.3f} -> {greedy1:.3f}, sampled pass@1 {sampled0:.3f} -> "
+          f"{sampled1:.3f}, greedy completion tokens {length0:.1f} -> {length1:.1f}, {STEPS} steps in {seconds:.0f} s")
     assert greedy1 >= greedy0 + GREEDY_MARGIN, (greedy0, greedy1)
     assert sampled1 >= sampled0 + SAMPLED_MARGIN, (sampled0, sampled1)
+    assert length1 >= 0.5 * length0, (length0, length1)  # no collapse to short answers

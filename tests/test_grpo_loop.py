@@ -283,6 +283,59 @@ def test_format_reward_impossible_under_prefill_is_a_user_error(tiny_dir, tmp_pa
     grpo.teardown_run(grpo.setup_run(ok))
 
 
+# (completion for gold g and expression e, counted as solved by the strict held-out scorer)
+EVAL_COMPLETIONS = [
+    (lambda g, e: f"<think>\n{e} = {g}\n</think>\n<answer>{g}</answer>", True),
+    (lambda g, e: e, False),  # the issue-11 echo: the old scorer evaluated it and counted it
+    (lambda g, e: f"<think>\n{e}\n</think>\n<answer>{e}</answer>", False),  # not in final form
+    (lambda g, e: f"<answer>{g}</answer>", False),  # no thought
+    (lambda g, e: f"<think>\n{e} = {g}\n</think>\n<answer>{g}</answer> or {int(g) + 1}", False),  # hedged
+]
+
+
+def test_held_out_accuracy_is_strict_and_reports_completion_length(tiny_dir, tmp_path, monkeypatch):
+    """`evaluate` scores with strict_accuracy by default: only a well-formed answer in final form counts."""
+    from r1kit.generation import Rollout
+
+    cfg = make_cfg(tiny_dir, tmp_path, eval_steps=1, eval_max_samples=len(EVAL_COMPLETIONS))
+    run = grpo.setup_run(cfg)
+    assert run.eval_fn.name == "strict_accuracy"
+    texts = [make(r["answer"], r["prompt"].split("What is ")[-1].rstrip("?"))
+             for (make, _), r in zip(EVAL_COMPLETIONS, run.eval_rows)]
+    ids = [run.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    monkeypatch.setattr(run.engine, "generate", lambda prompts, settings: Rollout(ids, [[0.0] * len(i) for i in ids],
+                                                                                   [False] * len(ids)))
+    m = grpo.evaluate(run)
+    grpo.teardown_run(run)
+    assert m["eval/accuracy"] == sum(ok for _, ok in EVAL_COMPLETIONS) / len(EVAL_COMPLETIONS)
+    assert m["eval/completion_length"] == sum(map(len, ids)) / len(ids)
+
+
+@pytest.mark.parametrize("over,expected", [
+    ({}, {"think_prefilled": False}),
+    ({"prefill_think": True, "rewards": [{"name": "format", "params": {"think_prefilled": True, "answer_format": "boxed"}}]},
+     {"think_prefilled": True, "answer_format": "boxed"}),
+    ({"rewards": [{"name": "accuracy", "params": {"final_form": False}}], "eval_reward_params": {"final_form": True}},
+     {"think_prefilled": False, "final_form": True}),
+    ({"eval_reward": "format", "rewards": [{"name": "accuracy", "params": {"final_form": False}}]},
+     {"think_prefilled": False}),  # format takes no final_form: only accepted params pass
+])
+def test_eval_reward_reads_answers_where_the_recipe_declares_them(tiny_dir, tmp_path, over, expected):
+    from rl.setup import eval_reward_spec
+
+    assert eval_reward_spec(make_cfg(tiny_dir, tmp_path, **over))["params"] == expected
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"eval_reward": "acuracy"}, "did you mean 'accuracy'"),
+    ({"eval_reward_params": {"answer_format": 3}}, "answer_format"),
+    ({"eval_reward_params": {"answer_format": "final_answer", "final_answer_pattern": "ZZZ"}}, "could never count"),
+])
+def test_bad_eval_reward_setup_is_a_user_error(tiny_dir, tmp_path, over, match):
+    with pytest.raises(UserError, match=match):
+        grpo.setup_run(make_cfg(tiny_dir, tmp_path, eval_steps=1, eval_max_samples=2, **over))
+
+
 def test_mostly_truncated_completions_warn_loudly(tiny_dir, tmp_path, capsys):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, max_completion_length=4))
     grpo.train_step(run, 1)
@@ -319,7 +372,7 @@ def test_non_finite_loss_skips_the_optimizer_step(tiny_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["distinct", "groups"])
 def test_lean_engine_greedy_matches_hf_generate(tiny_dir, tmp_path, grouped):
-    from rl.engine import SamplingSettings, left_pad
+    from r1kit.generation import SamplingSettings, left_pad
 
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path))
     # groups: repeated prompts are prefilled once and their cache rows copied
@@ -343,7 +396,7 @@ def test_lean_engine_greedy_matches_hf_generate(tiny_dir, tmp_path, grouped):
 
 @pytest.mark.parametrize("top_k,top_p", [(1, 1.0), (0, 1e-6), (3, 0.9)])
 def test_top_k_top_p_only_draw_allowed_tokens(top_k, top_p):
-    from rl.engine import SamplingSettings, sample_token
+    from r1kit.generation import SamplingSettings, sample_token
 
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.5, -1.0]]).repeat(200, 1)  # (N, V)
     s = SamplingSettings(1, temperature=1.0, top_k=top_k, top_p=top_p)
@@ -356,7 +409,7 @@ def test_top_k_top_p_only_draw_allowed_tokens(top_k, top_p):
 
 
 def test_sampling_draws_tokens_with_their_probabilities():
-    from rl.engine import SamplingSettings, sample_token
+    from r1kit.generation import SamplingSettings, sample_token
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
     torch.manual_seed(0)
