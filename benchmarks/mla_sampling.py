@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from r1kit.errors import UserError, exit_on_user_error
-from rl.engine import HFEngine, SamplingSettings
-from rl.mla import mla_layers
+from r1kit.generation import HFEngine, SamplingSettings
+from r1kit.generation.mla import mla_layers
 
 
 def timed(engine: HFEngine, prompts: list[list[int]], sampling: SamplingSettings, absorbed: bool, repeats: int):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_models import Tok, frequent_token, prompts, sample
 
-from rl.engine import HFEngine, SamplingSettings
-from rl.lean import KVCache, lean_model
+from r1kit.generation import HFEngine, SamplingSettings
+from r1kit.generation.lean import KVCache, lean_model
 
 
 def dense(kind: str, seed: int = 0, **over) -> torch.nn.Module:
@@ -137,7 +137,7 @@ def test_lean_forward_runs_only_the_layers_the_config_names():
 def test_large_models_are_not_fused_and_give_the_same_tokens(monkeypatch):
     """Above the size bound the q/k/v and gate/up weights are not copied into fused matmuls."""
     model = dense("qwen2", seed=7)
-    monkeypatch.setattr("rl.lean._FUSE_MAX_BYTES", 0)
+    monkeypatch.setattr("r1kit.generation.lean._FUSE_MAX_BYTES", 0)
     cache = KVCache(model, 2, 8, torch.device("cpu"))
     assert all(layer.qkv_weight is None and layer.gate_up is None for layer in cache.layers)
     ps = prompts(seed=8, distinct=3, group=2)

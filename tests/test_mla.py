@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_models import Tok, frequent_token, prompts, sample, tiny_moe
 
-from rl.engine import HFEngine, SamplingSettings
-from rl.mla import LatentCache, mla_layers
+from r1kit.generation import HFEngine, SamplingSettings
+from r1kit.generation.mla import LatentCache, mla_layers
 
 
 def generate(model, ps, sampling, absorbed: bool, eos: int = 1, seed: int = 0):

@@ -57,7 +57,7 @@ def prompts(seed: int = 0, distinct: int = 6, group: int = 3) -> list[list[int]]
 
 def sample(model, ps, sampling, eos: int = 1, seed: int = 0, **engine_kw):
     """`HFEngine(model, **engine_kw).generate` with `eos` as the end token, seeded."""
-    from rl.engine import HFEngine
+    from r1kit.generation import HFEngine
 
     eng = HFEngine(model, Tok(), **engine_kw)
     eng.eos_id = eos

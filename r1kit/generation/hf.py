@@ -1,11 +1,10 @@
-"""Rollout engines: turn prompt token ids into sampled completions with per-token log-probs.
+"""The `hf` engine: KV-cached sampling on the training model itself, in one batch.
 
-The trainer only sees the `RolloutEngine` protocol, so a vLLM engine (its own issue) plugs in by
-adding a class and one line in `ENGINES`. An engine reports `exact_logprobs`: True when its
-log-probs come from the very weights and numerics the trainer uses (the `hf` engine), so with
-one update per batch the trainer can take old = current log-probs (ratio 1) instead of an extra
-forward pass; a vLLM engine sets it False and the trainer corrects the mismatch with truncated
-importance sampling.
+Exact: its log-probs come from the trainer's own weights and numerics (`exact_logprobs`). Fast paths
+where they are exact (float32, not sharded, no autocast): absorbed MLA attention on a latent cache for
+DeepSeek-V3-style models (r1kit/generation/mla.py), a lean forward on a preallocated KV cache for
+Llama/Qwen2/Qwen3 (r1kit/generation/lean.py); anything else runs transformers' forward with its
+DynamicCache.
 """
 
 from __future__ import annotations
@@ -13,52 +12,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
-from rl.lean import KVCache, lean_forward, lean_model
-from rl.mla import LatentCache, absorbed_attention, mla_layers
-
-
-@dataclass
-class Rollout:
-    """N completions; lists are aligned, one entry per completion."""
-
-    completion_ids: list[list[int]]  # sampled tokens, up to and including EOS
-    logprobs: list[list[float]]  # engine log-probs of those tokens (at the sampling temperature)
-    truncated: list[bool]  # hit max_new_tokens without EOS
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    greedy: bool = False
-
-
-class RolloutEngine(Protocol):
-    exact_logprobs: bool
-
-    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
-        """One completion per prompt (repeat a prompt G times for a group)."""
-
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Make the engine sample from the policy's current weights."""
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), each (N, max_len), padded on the left so generation continues every row at the end."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
+from r1kit.generation.engine import Rollout, SamplingSettings, left_pad, stop_end
+from r1kit.generation.lean import KVCache, lean_forward, lean_model
+from r1kit.generation.mla import LatentCache, absorbed_attention, mla_layers
 
 
 class HFEngine:
@@ -78,6 +37,7 @@ class HFEngine:
         self.model = model
         self.absorbed_mla = absorbed_mla  # False: transformers' attention even where `rl.mla` applies
         self.lean = lean  # False: transformers' forward even where `rl.lean` applies
+        self.tokenizer = tokenizer  # decodes completions only when `stop` strings are set
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
         self.sharded = all_done is not None
@@ -98,6 +58,7 @@ class HFEngine:
             return self._generate(prompts, sampling)
 
     def _generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
+        prompts = [p for p in prompts for _ in range(sampling.n)]
         # A group repeats its prompt G times: prefill each distinct prompt once, then copy its cache rows.
         distinct: dict[tuple[int, ...], int] = {}
         inverse = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
@@ -112,7 +73,7 @@ class HFEngine:
                 out_ids, out_logps = self._decode(ids, mask, inverse, cache, sampling)
         finally:
             self.model.train(was_training)
-        return self._trim(out_ids, out_logps, sampling.max_new_tokens)
+        return self._trim(out_ids, out_logps, sampling)
 
     def _cache(self, batch: int, max_len: int, device: torch.device):
         """The KV cache for one generate call, and the context its forwards run in.
@@ -147,14 +108,16 @@ class HFEngine:
             cache.batch_select_indices(inverse)
         mask, pos = mask[inverse], pos[inverse]  # (N, P)
         rows = torch.arange(n, device=device)  # (A,) batch index of each decoding row
+        eos = -1 if sampling.ignore_eos else self.eos_id
+        gen = None if sampling.seed is None else torch.Generator(device).manual_seed(sampling.seed)
         done = torch.zeros(n, dtype=torch.bool, device=device)  # (A,)
         out_ids = torch.full((n, sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         out_logps = torch.zeros(out_ids.shape, device=device)  # (N, L)
         for t in range(sampling.max_new_tokens):
-            tok, lp = sample_token(logits, sampling)  # (A,), (A,)
+            tok, lp = sample_token(logits, sampling, gen)  # (A,), (A,)
             tok = tok.masked_fill(done, self.pad_id)
             out_ids[rows, t], out_logps[rows, t] = tok, lp
-            done |= tok == self.eos_id
+            done |= tok == eos
             if t == sampling.max_new_tokens - 1 or self.all_done(bool(done.all())):
                 break
             if done.any():  # drop finished rows from the batch and the cache: later steps pay for live rows only
@@ -183,18 +146,22 @@ class HFEngine:
                              logits_to_keep=1, **{self._cache_kwarg: cache})
         return out.logits[:, -1].float()
 
-    def _trim(self, new: torch.Tensor, logps: torch.Tensor, limit: int) -> Rollout:
-        """Cut each row after its first EOS; a row without EOS within `limit` tokens is truncated."""
+    def _trim(self, new: torch.Tensor, logps: torch.Tensor, s: SamplingSettings) -> Rollout:
+        """Cut each row after its first EOS or stop string; a row with neither within `max_new_tokens` is
+        truncated."""
+        eos = -1 if s.ignore_eos else self.eos_id
         ids_out, lp_out, trunc = [], [], []
         for row, lp in zip(new.tolist(), logps.tolist()):
-            end = row.index(self.eos_id) + 1 if self.eos_id in row else len(row)
-            ids_out.append(row[:end])
-            lp_out.append(lp[:end])
-            trunc.append(self.eos_id not in row[:end] and end >= limit)
+            end = row.index(eos) + 1 if eos in row else len(row)
+            stop = stop_end(row[:end], self.tokenizer.decode, s.stop) if s.stop else None
+            ids_out.append(row[:stop or end])
+            lp_out.append(lp[:stop or end])
+            trunc.append(stop is None and eos not in row[:end] and end >= s.max_new_tokens)
         return Rollout(ids_out, lp_out, trunc)
 
 
-def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_token(logits: torch.Tensor, s: SamplingSettings,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Next token (N,) and its log-prob (N,) under logits / T, the distribution the trainer scores
     (before top-p/top-k truncation, which only restricts which tokens can be drawn).
 
@@ -214,7 +181,7 @@ def sample_token(logits: torch.Tensor, s: SamplingSettings) -> tuple[torch.Tenso
         total = cdf[:, -1:]
         if not bool(torch.isfinite(total).all()):
             raise RuntimeError("non-finite logits while sampling (the policy produced NaN/inf)")
-        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=torch.float64)) * total
+        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=torch.float64, generator=generator)) * total
         tok = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return tok, logp.gather(-1, tok.unsqueeze(1)).squeeze(1)
 
@@ -230,13 +197,3 @@ def _truncate(logp: torch.Tensor, s: SamplingSettings) -> torch.Tensor:
         drop = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, order, before >= s.top_p)
         logp = logp.masked_fill(drop, -torch.inf)
     return logp
-
-
-def build_engine(name: str, model: torch.nn.Module, tokenizer,
-                 all_done: Callable[[bool], bool] | None = None) -> RolloutEngine:
-    """The engine named by the recipe's `engine` key."""
-    if name == "hf":
-        return HFEngine(model, tokenizer, all_done)
-    from r1kit.errors import UserError
-
-    raise UserError(f"engine '{name}' is not available in this version of r1kit; use engine: hf.")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.kv import select_rows, visible_keys
+from r1kit.generation.kv import select_rows, visible_keys
 
 # causal LM class -> (decoder layer, attention, RMSNorm) class names this module reproduces exactly
 _SUPPORTED = {

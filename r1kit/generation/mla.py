@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.kv import select_rows, visible_keys
+from r1kit.generation.kv import select_rows, visible_keys
 
 _NEEDED = ("kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj", "qk_nope_head_dim",
            "qk_rope_head_dim", "v_head_dim", "kv_lora_rank", "num_heads", "scaling", "layer_idx")  # fmt: skip
