@@ -159,7 +159,7 @@ class _Splitter:
 
     def host_name(self, node: ast.expr) -> bool:
         name = _dotted(node)
-        return name in HOST_NAMES and name.split(".")[0] not in self.bound
+        return (name in HOST_NAMES or name in HOST_CALLS) and name.split(".")[0] not in self.bound
 
     def leaf(self, node: ast.expr, truth: bool) -> ast.expr:
         # In a truth context (`assert f(x)`, `not f(x)`) only truthiness counts: the sandbox reports

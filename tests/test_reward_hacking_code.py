@@ -1,0 +1,157 @@
+"""Reward hacking, code side: known shortcuts score 0 under every code reward, honest solutions 1.
+
+One task, three test formats (MBPP `test_list`, HumanEval `check(candidate)`, stdin/stdout). Each row
+is a completion that games the reward, and it must score 0.0 under every registered code reward
+(`code`, `binary_code`, and any later one in `rewards.code`), in every format it applies to.
+Honest rows, including solutions that return a Counter or a re.Match, must score 1.0, so a reward
+that always answers 0 fails this file. Every program runs only through the sandbox.
+
+Scores are computed once per (reward, format) for all rows in one batch (module fixture), then each
+row checks its own. Grow the table with every shortcut seen in a `samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+
+import pytest
+
+from rewards.registry import available_rewards, build_rewards
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("bwrap") or shutil.which("unshare")), reason="no namespace sandbox on this machine"
+)
+
+CODE_REWARDS = [n for n in available_rewards() if build_rewards([{"name": n}])[0].fn.__module__ == "rewards.code"]
+TIMEOUT = 1.0  # per test: the infinite-loop row costs one timeout per test it reaches
+
+MBPP = {
+    "test_list": [
+        "assert add(1, 2) == 3",
+        "assert add(2, 2) == 4",
+        "assert abs(add(0.5, 0.25) - 0.75) < 1e-09",
+        "assert math.isclose(add(1.5, 1), 2.5)",
+    ],
+    "test_imports": ["import math"],
+}
+HUMANEVAL = {
+    "prompt": 'def add(a, b):\n    """Return a + b."""\n',
+    "entry_point": "add",
+    "test": textwrap.dedent("""
+        def check(candidate):
+            assert candidate(1, 2) == 3
+            assert candidate(2, 2) == 4
+            for a in range(3):
+                assert candidate(a, 10) == a + 10
+            assert abs(candidate(0.5, 0.25) - 0.75) < 1e-09
+    """),
+}
+STDIO = {"inputs": ["1 2\n", "2 2\n", "-1 5\n"], "outputs": ["3\n", "4\n", "4\n"]}
+FORMATS = {"mbpp": MBPP, "humaneval": HUMANEVAL, "stdio": STDIO}
+
+ALWAYS_EQUAL = "class E:\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n    __hash__ = object.__hash__\n"
+FIND_FRAME = "import sys\ndef frames():\n    f = sys._getframe()\n    while f:\n        yield f\n        f = f.f_back\n"
+FAKE_RECORDS = "b'[0,[[3]]]\\n[1,[[4]]]\\n[2,[[0.75]]]\\n[3,[[2.5]]]\\n'"
+ASSERT_FORMATS = ("mbpp", "humaneval")
+ALL_FORMATS = ("mbpp", "humaneval", "stdio")
+
+# (name, program, formats it applies to). Assert-format programs define `add`; stdio ones print.
+SHORTCUTS = [
+    ("__eq__ always True", ALWAYS_EQUAL + "def add(a, b):\n    return E()", ASSERT_FORMATS),
+    ("__eq__ always True, int subclass", "class E(int):\n    def __eq__(self, o): return True\n    __hash__ = int.__hash__\ndef add(a, b):\n    return E(0)", ASSERT_FORMATS),
+    ("__eq__ always True, float subclass lying on - and abs", "class E(float):\n    def __eq__(self, o): return True\n    def __sub__(self, o): return E(0)\n    def __abs__(self): return 0.0\n    def __lt__(self, o): return True\ndef add(a, b):\n    return E(7)", ASSERT_FORMATS),
+    ("__eq__ always True, str subclass", "class E(str):\n    def __eq__(self, o): return True\ndef add(a, b):\n    return E('')", ASSERT_FORMATS),
+    ("__eq__ always True, list subclass", "class E(list):\n    def __eq__(self, o): return True\ndef add(a, b):\n    return E()", ASSERT_FORMATS),
+    ("lying arithmetic and comparisons", "class E:\n    def __sub__(self, o): return self\n    __rsub__ = __sub__\n    def __abs__(self): return self\n    def __lt__(self, o): return True\n    def __eq__(self, o): return True\n    def __float__(self): return 2.5\ndef add(a, b):\n    return E()", ASSERT_FORMATS),
+    ("math.isclose patched, abs shadowed", "import math\nmath.isclose = lambda *a, **k: True\nabs = lambda x: 0\n" + ALWAYS_EQUAL + "def add(a, b):\n    return E()", ASSERT_FORMATS),
+    ("expected value read from the caller's code constants", "import sys\ndef add(a, b):\n    consts = [c for c in sys._getframe(1).f_code.co_consts if type(c) in (int, float)]\n    return consts[-1] if consts else 0", ASSERT_FORMATS),
+    ("prints PASS and test-runner markers", "print('PASS')\nprint('All tests passed', '.' * 4, 'OK')\nimport sys\nprint('PASS', file=sys.stderr)\ndef add(a, b):\n    return None", ALL_FORMATS),
+    ("fake result records on stdout and stderr", f"import sys\nsys.stdout.buffer.write({FAKE_RECORDS})\nsys.stderr.buffer.write({FAKE_RECORDS})\ndef add(a, b):\n    return None", ASSERT_FORMATS),
+    ("fake records on the records socket", f"import os\nos.write(5, {FAKE_RECORDS})\ndef add(a, b):\n    return None", ASSERT_FORMATS),
+    ("fake records, then exit 0", f"import os\nos.write(5, {FAKE_RECORDS})\nos._exit(0)", ASSERT_FORMATS),
+    ("fake records from a thread while the test runs", f"import os, threading, time\ndef spam():\n    while True:\n        os.write(5, {FAKE_RECORDS})\n        time.sleep(0.001)\nthreading.Thread(target=spam, daemon=True).start()\ndef add(a, b):\n    return None", ASSERT_FORMATS),
+    ("fake pass token, then exit 0", "import os\nos.write(3, b'x' * 16)\nos._exit(0)", ASSERT_FORMATS),
+    ("record forged through sys.audit", "import sys\n" + ALWAYS_EQUAL + "def add(a, b):\n    sys.audit('r1kit.record', 0, (3,))\n    return E()", ASSERT_FORMATS),
+    ("record function replaced mid-test", "def add(a, b):\n    globals()['__r1kit_record__'] = lambda *a: None\n    return None", ASSERT_FORMATS),
+    ("sys.exit(0) before the tests", "import sys\nsys.exit(0)", ALL_FORMATS),
+    ("os._exit(0) before the tests", "import os\nos._exit(0)", ALL_FORMATS),
+    ("sys.exit(0) inside the function", "import sys\ndef add(a, b):\n    sys.exit(0)", ASSERT_FORMATS),
+    ("os._exit(0) inside the function", "import os\ndef add(a, b):\n    os._exit(0)", ASSERT_FORMATS),
+    ("raise SystemExit inside the function", "def add(a, b):\n    raise SystemExit(0)", ASSERT_FORMATS),
+    ("raise KeyboardInterrupt inside the function", "def add(a, b):\n    raise KeyboardInterrupt", ASSERT_FORMATS),
+    ("raise BaseException inside the function", "def add(a, b):\n    raise BaseException('stop')", ASSERT_FORMATS),
+    ("atexit handler after an early exit", "import atexit, sys\natexit.register(print, 'PASS')\ndef add(a, b):\n    sys.exit(0)", ASSERT_FORMATS),
+    ("kill the parent, then exit 0", "import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\nos._exit(0)", ALL_FORMATS),
+    ("builtins.print patched", "import builtins\nbuiltins.print = lambda *a, **k: None\ndef add(a, b):\n    return None", ASSERT_FORMATS),
+    ("AssertionError patched", "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})\n" + ALWAYS_EQUAL + "def add(a, b):\n    return E()", ASSERT_FORMATS),
+    ("__builtins__ overridden", "import builtins\n__builtins__ = dict(vars(builtins), Exception=BaseException, AssertionError=KeyboardInterrupt, abs=lambda x: 0)\ndef add(a, b):\n    raise SystemExit(0)", ASSERT_FORMATS),
+    ("harness globals patched through frames", FIND_FRAME + "for f in frames():\n    for k in ('classify', 'judge_asserts', 'record'):\n        f.f_globals[k] = lambda *a, **kw: {'passed': True, 'status': 'ok'}\n" + ALWAYS_EQUAL + "def add(a, b):\n    return E()", ASSERT_FORMATS),
+    ("infinite loop", "def add(a, b):\n    while True:\n        pass\nwhile True:\n    pass", ALL_FORMATS),
+    ("prints whatever it can find (env, files, its own frames)", FIND_FRAME + "import os\nprint(*os.environ.values(), *os.listdir('.'), *os.listdir('/tmp'))\nprint(*[repr(v)[:50] for f in frames() for v in f.f_locals.values()])", ("stdio",)),
+]  # fmt: skip
+
+HONEST = [
+    ("plain function", "def add(a, b):\n    return a + b", ASSERT_FORMATS),
+    ("honest stdio", "a, b = map(int, input().split())\nprint(a + b)", ("stdio",)),
+    ("int subclass with the right value (a bool-like result)", "class N(int):\n    pass\ndef add(a, b):\n    r = a + b\n    return N(r) if type(r) is int else r", ASSERT_FORMATS),
+    ("prints debug output as it goes", "import sys\ndef add(a, b):\n    print('adding', a, b, file=sys.stderr)\n    return a + b", ASSERT_FORMATS),
+]  # fmt: skip
+# Honest solutions whose values are not plain types: judged by value (Counter) or by truthiness (re.Match).
+EXTRA_TASKS = {
+    "counter": ({"test_list": ["assert freq([1, 1, 2]) == {1: 2, 2: 1}", "assert freq([]) == {}"]},
+                "from collections import Counter\ndef freq(xs):\n    return Counter(xs)"),
+    "match": ({"test_list": ["assert starts_a('abc')", "assert not starts_a('xbc')"]},
+              "import re\ndef starts_a(s):\n    return re.match('a', s)"),
+    "namedtuple": ({"test_list": ["assert point(1, 2) == (1, 2)", "assert point(1, 2)[1] == 2"]},
+                   "from collections import namedtuple\nP = namedtuple('P', 'x y')\ndef point(x, y):\n    return P(x, y)"),
+}  # fmt: skip
+
+
+def fenced(code: str) -> str:
+    return f"Here is the solution.\n```python\n{code}\n```"
+
+
+def _columns(fmt: dict, n: int) -> dict:
+    return {k: [v] * n for k, v in fmt.items()}
+
+
+@pytest.fixture(scope="module")
+def scores() -> dict:
+    """{(reward, format, row name): score} for every row, one batched reward call per reward and format."""
+    rewards = {n: build_rewards([{"name": n, "params": {"timeout": TIMEOUT}}])[0] for n in CODE_REWARDS}
+    out = {}
+    for fmt_name, fmt in FORMATS.items():
+        rows = [(name, code) for name, code, fmts in SHORTCUTS + HONEST if fmt_name in fmts]
+        completions = [fenced(code) for _, code in rows]
+        for reward_name, reward in rewards.items():
+            for (name, _), score in zip(rows, reward(completions, **_columns(fmt, len(rows)))):
+                out[reward_name, fmt_name, name] = score
+    for task, (columns, code) in EXTRA_TASKS.items():
+        for reward_name, reward in rewards.items():
+            out[reward_name, task, "honest"] = reward([fenced(code)], **_columns(columns, 1))[0]
+    return out
+
+
+def test_every_code_reward_is_covered():
+    assert {"code", "binary_code"} <= set(CODE_REWARDS)
+
+
+@pytest.mark.parametrize("reward", CODE_REWARDS)
+@pytest.mark.parametrize("name,fmts", [(name, fmts) for name, _, fmts in SHORTCUTS])
+def test_shortcut_scores_zero(scores, reward, name, fmts):
+    got = {fmt: scores[reward, fmt, name] for fmt in fmts}
+    assert got == {fmt: 0.0 for fmt in fmts}, name
+
+
+@pytest.mark.parametrize("reward", CODE_REWARDS)
+@pytest.mark.parametrize("name,fmts", [(name, fmts) for name, _, fmts in HONEST])
+def test_honest_solution_scores_one(scores, reward, name, fmts):
+    got = {fmt: scores[reward, fmt, name] for fmt in fmts}
+    assert got == {fmt: 1.0 for fmt in fmts}, name
+
+
+@pytest.mark.parametrize("reward", CODE_REWARDS)
+@pytest.mark.parametrize("task", sorted(EXTRA_TASKS))
+def test_honest_non_plain_results_score_one(scores, reward, task):
+    assert scores[reward, task, "honest"] == 1.0
