@@ -31,7 +31,16 @@ from typing import Any
 from rewards.common import completion_text
 from rewards.math.answer import ANSWER_FORMATS, VERIFY_FORMATS, check_answer_format, is_well_formatted, read_answer
 from rewards.math.extract import _answer_side, extract_answer
-from rewards.math.normalize import QUICK_MAX_CHARS, canonical, clean, has_huge_number, is_number_literal, quick_verdict
+from rewards.math.normalize import (
+    QUICK_MAX_CHARS,
+    canonical,
+    clean,
+    collection,
+    has_huge_number,
+    is_number_literal,
+    parse_number,
+    quick_verdict,
+)
 from rewards.math.pool import shared_pool
 from rewards.registry import register
 
@@ -74,7 +83,8 @@ def _gold_answer(gold: str) -> str:
         return gold.rsplit("####", 1)[-1].strip()
     # So is a whole MATH-style solution (its boxes) or an answer in a sentence ("$125$ miles").
     found = extract_answer(gold, _GOLD_SOURCES)
-    return found if found is not None else gold.strip()
+    answer = found if found is not None else gold.strip()
+    return solution_set(answer) or answer  # `x = 2 or x = 3` is the list `2, 3`
 
 
 def final_value(answer: str) -> str:
@@ -89,6 +99,57 @@ def final_value(answer: str) -> str:
     return assignment["value"].strip() if assignment else side
 
 
+# Separators of a solution set written out: `x = 2 or x = 3`, `x=2, \text{ and } x=3`, `2; 3`.
+_SET_SEPARATOR_RE = re.compile(r"\\text\{\s*(?:or|and)\s*\}|\\(?:lor|vee)\b|\b(?:or|and)\b|;|,")
+_WORD_SEPARATOR_RE = re.compile(r"\b(?:or|and)\b|\\(?:lor|vee)\b|;")
+
+
+def solution_set(answer: str) -> str | None:
+    r"""A solution set written as alternatives, as a plain list: each part an assignment to the same
+    variable or a bare value; None for anything else (a single answer, inequalities, other variables).
+
+    >>> solution_set("x=2 or x=3"), solution_set(r"x = -1 \text{ and } x = 4"), solution_set("2; 3")
+    ('2, 3', '-1, 4', '2, 3')
+    >>> solution_set("x < 2 or x > 3"), solution_set("x = 1 and y = 2"), solution_set("5"), solution_set("1, 2")
+    (None, None, None, None)
+    """
+    if not _WORD_SEPARATOR_RE.search(answer):
+        return None  # a plain comma list is already a list
+    parts = [part.strip() for part in _SET_SEPARATOR_RE.split(answer)]
+    if not all(parts):
+        return None
+    variables, values = set(), []
+    for part in parts:
+        assignment = _ASSIGNMENT_RE.match(part)
+        if assignment:
+            variables.add(part.split("=", 1)[0].strip())
+            part = assignment["value"].strip()
+        if re.search(r"[<>=]|\\[lg]e|\\neq", part):
+            return None
+        values.append(part)
+    return ", ".join(values) if len(variables) <= 1 else None
+
+
+def _claimed(answer: str, gold: str) -> str:
+    """The answer in the form to compare with ``gold``: a solution set as a list, a chained equality
+    as its last term, an assignment as its value (a gold equation is compared whole)."""
+    if "=" in gold:
+        return answer
+    listed = solution_set(answer)
+    if listed is not None and (solution_set(gold) is not None or collection(clean(gold)) is not None):
+        return listed
+    return final_value(answer)
+
+
+def _final_form(answer: str, gold: str) -> bool:
+    # The gold decides: a number demands a number literal; a list of numbers, a list of literals.
+    if parse_number(gold) is not None:
+        return is_number_literal(answer)
+    if collection(clean(gold)) is not None:
+        return collection(clean(answer)) is not None
+    return True
+
+
 def _prediction_answer(prediction: str, gold: str, fmt: str, think_prefilled: bool, final_form: bool,
                        pattern: str) -> str | None:
     """The answer to compare with ``gold``, or None when the prediction has no acceptable answer."""
@@ -100,10 +161,8 @@ def _prediction_answer(prediction: str, gold: str, fmt: str, think_prefilled: bo
         answer = read_answer(prediction, fmt, think_prefilled, pattern)
     if not answer or _has_lookalike_digits(answer):
         return None
-    if "=" not in gold:
-        # A gold equation (`y = 2x + 3`) is compared whole; otherwise the claimed value is the answer.
-        answer = final_value(answer)
-    if final_form and is_number_literal(gold) and not is_number_literal(answer):
+    answer = _claimed(answer, gold)
+    if final_form and not _final_form(answer, gold):
         return None
     return answer or None
 

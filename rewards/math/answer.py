@@ -57,11 +57,11 @@ FINAL_ANSWER_MARKERS = (
     r"réponse(?:\s+finale)?", r"respuesta(?:\s+final)?", r"(?:endgültige\s+)?antwort", r"resposta(?:\s+final)?",
     r"risposta(?:\s+finale)?",
     r"الإجابة(?:\s+النهائية)?", r"الجواب", r"अंतिम\s+उत्तर", r"उत्तर", r"উত্তর", r"సమాధానం", r"คำตอบ",
-    r"jibu", r"정답(?:은)?", r"답(?:은)?",
+    r"jibu", r"정답", r"답",
 )
 # After the marker: a copula ("is", "est", "是", "は") or a separator (":", "="); at least one, so that
 # "answer" in a sentence ("let me answer this") is not a marker.
-_MARKER_TAIL = r"(?:\s*(?:is|est|ist|es|é|è|هي|है|是|为|為|は|:|：|=|—|–))+\s*"
+_MARKER_TAIL = r"(?:\s*(?:is|est|ist|es|é|è|هي|है|是|为|為|は|은|는|:|：|=|—|–))+\s*"
 # "答えは5です。": a closing politeness suffix and full stops are not part of the answer.
 _CLOSING_RE = re.compile(r"(?:\s*(?:です|である|。|．|\.|।))+$")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
@@ -75,8 +75,10 @@ def final_answer_regex(pattern: str = "") -> re.Pattern:
     (True, False)
     """
     markers = pattern or "|".join(FINAL_ANSWER_MARKERS)
+    # A recipe's own pattern is the whole marker; the built-in words need a copula or separator after.
+    tail = _MARKER_TAIL.replace(")+", ")*", 1) if pattern else _MARKER_TAIL
     try:
-        return re.compile(rf"(?<![A-Za-z<>/])(?:{markers})" + _MARKER_TAIL, re.IGNORECASE)
+        return re.compile(rf"(?<![A-Za-z<>/])(?:{markers})" + tail, re.IGNORECASE)
     except re.error as e:
         raise UserError(f"final_answer_pattern {pattern!r} is not a valid regular expression: {e}") from None
 
@@ -206,7 +208,8 @@ def read_answer(text: str, answer_format: str, think_prefilled: bool = False, pa
     elif answer_format == "final_answer":
         found = _final_answer(after, pattern)
     else:
-        found = extract_answer(after)
+        # The lenient list, then a final-answer statement in any language ("Ответ: 5").
+        found = extract_answer(after) or _final_answer(after, pattern)
     return found if found else None
 
 

@@ -140,7 +140,9 @@ def _scalars_equal(gold: sympy.Expr, pred: sympy.Expr, gold_str: str, pred_str: 
         scale = max(1, abs(sympy.N(gold, 15)))
         return bool(abs(diff) <= scale * sympy.Float(10) ** (-(_EXACT_DIGITS - 10)))
     g, p = _as_num(gold, gold_str), _as_num(pred, pred_str)
-    return g is not None and p is not None and numbers_close(g, p, rel_tol)
+    # Rounding-aware matching only against a rational value: `0.33` stands for 1/3, `3.14` is not pi.
+    rational = all(isinstance(e, sympy.Rational) or e.has(sympy.Float) for e in (gold, pred))
+    return g is not None and p is not None and numbers_close(g, p, rel_tol, rounding=rational)
 
 
 # ---- probabilistic identity testing ---------------------------------------------------------------

@@ -261,27 +261,48 @@ def decimal_comma(answer: str) -> Num | None:
     return parse_number(f"{m.group(1)}.{m.group(2)}")
 
 
-def _candidates(n: Num) -> list[Fraction]:
+def _candidates(n: Num) -> list[tuple[Fraction, Fraction | None]]:
     # "50%" may be meant as 50 or as 0.5; both are accepted, but only when a percent sign is written.
-    return [n.value, n.value / 100] if n.percent else [n.value]
+    if not n.percent:
+        return [(n.value, n.ulp)]
+    return [(n.value, n.ulp), (n.value / 100, n.ulp / 100 if n.ulp else None)]
 
 
-def numbers_close(a: Num, b: Num, rel_tol: float) -> bool:
-    """Exact values must match exactly. When either side is a written decimal, they match if they
-    agree to that decimal's last written place (rounded or truncated) *and* within ``rel_tol``
-    relative error, so ``0.33333 ~ 1/3`` but ``0.33 !~ 1/3`` and ``10000.5 !~ 10000``.
+# A decimal rounded from an exact value needs this many significant digits: `0.33` stands for 1/3,
+# `0.3` (one digit) is too coarse to tell 1/3 from 0.3 or 2/7.
+MIN_ROUNDED_DIGITS = 2
 
+
+def _rounded_from(decimal: Fraction, ulp: Fraction, exact: Fraction) -> bool:
+    """Whether ``exact`` rounded to the last written place (``ulp``) of ``decimal`` gives ``decimal``
+    (a tie may round either way), with at least `MIN_ROUNDED_DIGITS` significant digits written."""
+    significant = len(str(abs(decimal / ulp).numerator))
+    return significant >= MIN_ROUNDED_DIGITS and 2 * abs(exact - decimal) <= ulp
+
+
+def numbers_close(a: Num, b: Num, rel_tol: float, rounding: bool = True) -> bool:
+    """Exact values must match exactly. A written decimal matches an exact value it rounds from
+    (``rounding``: to its last written place, with at least two significant digits: ``0.33 ~ 1/3``,
+    ``0.67 ~ 2/3``, but ``0.34 !~ 1/3``, ``0.66 !~ 2/3`` and ``0.3 !~ 1/3``). Otherwise, when either side
+    is a written decimal, they match if they agree to that decimal's last written place *and* within
+    ``rel_tol`` relative error, so ``0.33333 ~ 1/3`` and ``10000.5 !~ 10000``. Callers pass
+    ``rounding=False`` when the exact side is irrational: ``3.14`` is not an answer for pi.
+
+    >>> [numbers_close(parse_number(d), parse_number(r"\\frac13"), 1e-4) for d in ("0.33", "0.333", "0.34", "0.3")]
+    [True, True, False, False]
     >>> numbers_close(parse_number("0.33333"), parse_number(r"\\frac13"), 1e-4)
     True
-    >>> numbers_close(parse_number("0.33"), parse_number(r"\\frac13"), 1e-4)
-    False
     """
     ulps = [u for u in (a.ulp, b.ulp) if u is not None]
     tol = Fraction(rel_tol)
-    for x in _candidates(a):
-        for y in _candidates(b):
+    for x, x_ulp in _candidates(a):
+        for y, y_ulp in _candidates(b):
             if x == y:
                 return True
+            if rounding and (x_ulp is None) != (y_ulp is None):
+                decimal, ulp, exact = (x, x_ulp, y) if x_ulp is not None else (y, y_ulp, x)
+                if _rounded_from(decimal, ulp, exact):
+                    return True
             diff = abs(x - y)
             if ulps and diff < max(ulps) and diff <= tol * max(abs(x), abs(y)):
                 return True
