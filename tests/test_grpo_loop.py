@@ -336,6 +336,22 @@ def test_bad_eval_reward_setup_is_a_user_error(tiny_dir, tmp_path, over, match):
         grpo.setup_run(make_cfg(tiny_dir, tmp_path, eval_steps=1, eval_max_samples=2, **over))
 
 
+@pytest.mark.parametrize("rewards,named", [
+    ("[{name: format, params: {think_prefilled: 'yes'}}]", "think_prefilled"),
+    ("[{name: accuracy, params: {answer_format: tag}}]", "answer_format"),
+    ("[{name: accuracy, weight: heavy}]", "weight"),
+])
+def test_bad_reward_params_exit_2_naming_the_param(tiny_dir, tmp_path, capsys, rewards, named):
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text(f"model_name_or_path: {tiny_dir / 'policy'}\ndataset_name: synthetic:arithmetic\n"
+                      f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nrewards: {rewards}\n")
+    with pytest.raises(SystemExit) as exit_:
+        grpo.main(["--config", str(recipe)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err, err
+
+
 def test_mostly_truncated_completions_warn_loudly(tiny_dir, tmp_path, capsys):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, max_completion_length=4))
     grpo.train_step(run, 1)
