@@ -218,6 +218,8 @@ def _resolve_stage(pipe: Pipeline, i: int, spec: dict, name: str, dirs: dict[str
         set_dotted(raw, key, value)
     raw = _substitute(raw, {"run": pipe.run_dir, **dirs}, source)
     raw["output_dir"] = str(dirs[name])
+    if kind in MODEL_STAGES:  # an interrupted stage continues from its newest checkpoint
+        raw.setdefault("resume_from_checkpoint", "auto")
     launcher = shlex.split(spec["launcher"]) if spec.get("launcher") else [sys.executable]
     return Stage(i, kind, name, dirs[name], raw, launcher, source)
 

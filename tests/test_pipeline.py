@@ -51,6 +51,7 @@ def test_folders_placeholders_and_model_chaining(tmp_path):
     assert pipe.stages[2].raw["model_name_or_path"] == str(run / "pretrain")  # no model given: the previous one
     assert pipe.stages[3].raw["model"] == [str(run / "pretrain"), str(run / "rl")]
     assert all(s.raw["output_dir"] == str(s.dir) for s in pipe.stages)
+    assert [s.raw.get("resume_from_checkpoint") for s in pipe.stages] == [None, "auto", "auto", None]
 
 
 def test_stage_recipe_file_plus_inline_keys_plus_cli_overrides(tmp_path):
