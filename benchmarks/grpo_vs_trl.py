@@ -82,10 +82,17 @@ class Curve:
     """Strict held-out accuracy and completion length every `every` steps; remembers when each of `targets`
     was first reached."""
 
-    def __init__(self, held: list[dict], every: int, targets: list[float], last: int, out: Path):
+    def __init__(self, held: list[dict], every: int, targets: list[float], last: int, out: Path,
+                 stop_when_reached: bool = False):
         self.held, self.every, self.targets, self.last, self.out = held, every, targets, last, out
+        self.stop_when_reached = stop_when_reached
         self.points: list[tuple[int, float, float]] = []  # (step, accuracy, mean completion tokens)
         self.reached: dict[float, tuple[int, float]] = {}  # target -> (step, training wall seconds)
+
+    @property
+    def stop(self) -> bool:
+        """Every target reached and `--stop_when_reached`: the rest of the run would not change the table."""
+        return self.stop_when_reached and len(self.reached) == len(self.targets)
 
     def maybe_eval(self, step: int, model, tokenizer, clock: Clock) -> None:
         if step % self.every and step != self.last:
@@ -156,6 +163,8 @@ def run_r1kit(cfg: GRPOConfig, steps: int, curve: Curve | None) -> dict:
         lengths.append(m["completion_length"])
         if curve:
             curve.maybe_eval(step, run.accelerator.unwrap_model(run.model), run.tokenizer, clock)
+            if curve.stop:
+                break
     grpo.teardown_run(run)
     return {**clock.per_step(), "dropped_groups": sum(dropped) / len(dropped), "train_wall_s": clock.wall,
             "completion_length": sum(lengths) / len(lengths)}
@@ -184,10 +193,12 @@ def run_trl(a, policy: Path, out: Path, steps: int, curve: Curve | None, num_ite
         def on_step_begin(self, *_, **__):
             clock.start()
 
-        def on_step_end(self, _args, state, _control, model=None, **__):
+        def on_step_end(self, _args, state, control, model=None, **__):
             clock.stop()
             if curve and state.global_step % num_iterations == 0:  # after each rollout batch's last update
                 curve.maybe_eval(state.global_step // num_iterations, model, tokenizer, clock)
+                if curve.stop:  # never reset: the default flow callback sets it at max_steps
+                    control.should_training_stop = True
 
     trainer = trl.GRPOTrainer(model=model, reward_funcs=build_rewards(REWARDS), args=args, train_dataset=data,
                               processing_class=tokenizer, callbacks=[Timer()])
@@ -227,7 +238,7 @@ def learning(a, policy: Path, work: Path, held: list[dict]) -> dict[str, dict]:
     out = {}
     for name in a.trainers:
         torch.manual_seed(a.seed)
-        curve = Curve(held, a.eval_every, a.targets, a.steps, work / f"l_{name.lower()}")
+        curve = Curve(held, a.eval_every, a.targets, a.steps, work / f"l_{name.lower()}", a.stop_when_reached)
         if name == "r1kit":
             res = run_r1kit(r1kit_cfg(a, policy, work / "l_r1kit", **a.set), a.steps, curve)
         else:
@@ -292,6 +303,8 @@ def main() -> None:
                    help="override an r1kit GRPOConfig key in the learning run (repeatable), e.g. --set scale_rewards=batch")
     p.add_argument("--trl_num_iterations", type=int, default=1,
                    help="learning part: TRL's updates per rollout batch (1 is its default; 2 matches r1kit's)")
+    p.add_argument("--stop_when_reached", action="store_true",
+                   help="learning part: end a trainer's run once it has reached every target (saves CPU)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timing steps, 4 learning steps, 32 evals")
     a = p.parse_args()
     a.set = overrides(a.set)
