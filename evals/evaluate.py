@@ -1,6 +1,6 @@
 r"""`r1kit eval`: score models (or generations made elsewhere) on math and code benchmarks, and report.
 
-Three ways in, one scorer (`evals.scoring`, the RL rewards' own functions) and one report:
+Three ways in, one scorer (`rewards.judge`, the RL rewards' own functions) and one report:
 
     r1kit eval --model runs/tiny/grpo runs/tiny/pretrain --benchmark synthetic:arithmetic --output runs/eval
     r1kit eval --config recipes/eval/r1_math.yaml --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
@@ -30,7 +30,7 @@ from r1kit.errors import UserError
 from evals.metrics import default_ks, summarize
 from evals.predictions import read_predictions
 from evals.report import dir_label, write_report
-from evals.scoring import score
+from rewards.judge import score
 from evals.tasks import EvalTask, custom_task, get_task, load_task_rows
 
 

@@ -104,7 +104,7 @@ def length_stats(lengths: Sequence[int]) -> dict[str, float]:
 
 
 def summarize(items: list[dict], ks: Sequence[int] | None = None) -> dict[str, float]:
-    """Benchmark metrics from scored items (see `evals.scoring`): each has ``correct`` (list[bool]),
+    """Benchmark metrics from scored items (see `rewards.judge`): each has ``correct`` (list[bool]),
     optional ``vote_keys`` + ``key_correct`` (math), ``formatted`` (list[bool] or None),
     ``lengths`` (list[int]), ``length_unit`` and ``truncated`` (list[bool] or None).
 

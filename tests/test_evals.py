@@ -16,7 +16,7 @@ import pytest
 
 from evals.evaluate import main as eval_main
 from evals.metrics import maj_at_k, mean_and_stderr, pass_at_k, summarize
-from evals.scoring import score_code, score_math, vote_key
+from rewards.judge import score_code, score_math, vote_key
 from evals.tasks import get_task, load_task_rows
 from r1kit.errors import UserError
 

@@ -1,4 +1,6 @@
-r"""Score completions of a benchmark with the very functions the RL rewards use.
+r"""Judge benchmark completions with the very functions the RL rewards use: the scoring core shared by
+`r1kit eval` (`evals/`) and any stage that evaluates held-out prompts (GRPO's `eval_steps`), so a
+benchmark score and a training reward can never disagree about the same completion.
 
 Math: a completion is scored by the `strict_accuracy` reward of `rewards.math`: one non-empty thought,
 then the answer in the declared format (`\boxed{}` for the DeepSeek-R1 protocol, `<answer>` tags for the
@@ -11,7 +13,9 @@ Code: verdicts come from the `binary_code` reward (all tests of the item must pa
 `check` test, MBPP's asserts), run in `rewards.sandbox`. A failing program is run once more with the same
 public sandbox call to record why it failed (status and the tail of stderr) for the details file.
 
-Every scorer returns one dict per item (see `evals.metrics.summarize` for the fields the metrics read).
+Every scorer returns one dict per item: `correct` (one bool per completion), `formatted`, and for math
+`extracted`, `vote_keys`, `key_correct`; for code `status` and `stderr`. `evals.metrics.summarize` turns
+them into pass@k, maj@k and rates; a training loop can simply average `correct`.
 """
 
 from __future__ import annotations
