@@ -66,8 +66,6 @@ SUMMARY_FILE = "pipeline_summary.json"
 LOCK_FILE = ".r1kit_run.lock"
 SPEC_KEYS = ("stage", "name", "recipe", "launcher")
 MODEL_STAGES = ("pretrain", "sft", "grpo", "distill")  # stages whose output_dir holds a trained model
-# Config classes of stages not (yet) in r1kit.configs.STAGES.
-EXTRA_CONFIGS = {"eval": "evals.evaluate:EvalConfig"}
 # Fields that name paths without declaring `path=` in their config (eval's model list, report inputs).
 PATH_KINDS = {"tokenizer_name_or_path": "model", "model": "model", "results": "dir", "run_dir": "dir"}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
@@ -118,7 +116,7 @@ class Kind:
     command: str
     argv: Callable[[Stage], list[str]]
     folder: str
-    config: str | None = None  # "module:Class"; None: r1kit.configs.STAGES or EXTRA_CONFIGS
+    config: str | None = None  # "module:Class"; None: the stage's entry in r1kit.configs.STAGES
 
 
 KINDS: dict[str, Kind] = {
@@ -250,7 +248,7 @@ def config_class(kind: str, source: str = "recipe") -> type:
     from r1kit.cli import COMMANDS
     from r1kit.configs import STAGES
 
-    target = KINDS[kind].config or STAGES.get(kind) or EXTRA_CONFIGS.get(kind)
+    target = KINDS[kind].config or STAGES.get(kind)
     command = COMMANDS.get(KINDS[kind].command, (None, ""))[0]
     modules = [t.partition(":")[0] for t in (target, command) if t]
     if target is None or command is None or any(importlib.util.find_spec(m) is None for m in modules):
