@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from r1kit.config import arg, load_config, parse_overrides, config_help, to_dict
+from r1kit.config import arg, check_path, config_help, load_config, parse_overrides, to_dict
 from r1kit.errors import UserError
 from evals.metrics import default_ks, summarize
 from evals.predictions import read_predictions
@@ -258,7 +258,10 @@ def split_argv(argv: list[str]) -> tuple[str | None, dict]:
 
 def load_eval_config(argv: list[str]) -> EvalConfig:
     path, overrides = split_argv(argv)
-    return load_config(EvalConfig, path, overrides)
+    cfg = load_config(EvalConfig, path, overrides)
+    for model in cfg.model:  # a list field: checked here, each like a stage's model_name_or_path
+        check_path("model", model, "model", str(path or "command line"))
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
