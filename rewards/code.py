@@ -12,6 +12,14 @@ The test format is read from the dataset columns present in the row:
 A row with no tests cannot be scored (`None`); a completion with no fenced block or code that does
 not compile scores 0.0 without being run. Everything else runs in `rewards.sandbox` (or a Piston
 server when `remote_url` is set).
+
+Nothing the program prints or does to its own process can earn reward: assert tests are judged on
+the host (the sandbox reports each assert's program-side values as plain builtins, the comparison
+with the literal expected value happens outside; an object whose `__eq__` always answers True
+scores 0), every required assert must report exactly once and the guard must see the test reach
+its end (an early `exit(0)` scores 0), and stdio outputs are compared on the host. The shortcuts
+tried so far, and what each scores, are the rows of `tests/test_reward_hacking_code.py`; the
+limits are in docs/sandbox.md.
 """
 
 from __future__ import annotations

@@ -599,6 +599,10 @@ def test_piston_backend_against_a_local_fake_server(sandbox):
         assert remote.execute("print(input() * 2)", "ab").stdout == "abab\n"
         res = remote.run_tests("def f(x):\n    return x\n", ["assert f(1) == 1", "assert f(1) == 2"], "assert")
         assert [r.passed for r in res] == [True, False]
+        # Judged here on the reported values, as locally: an object whose __eq__ lies fails.
+        lying = "class E:\n    def __eq__(self, o): return True\ndef f(x):\n    return E()\n"
+        res = remote.run_tests(lying, ["assert f(1) == 1", "assert not f(0)", "import sys\nsys.exit(0)\nassert f(1) == 1"], "assert")
+        assert [r.status for r in res] == ["wrong_answer", "wrong_answer", "error"]
         res = remote.run_tests_batch(["print(input())"], [[("7", "7"), ("7", "8")]], "stdio")
         assert [(r.passed, r.status) for r in res[0]] == [(True, "ok"), (False, "wrong_answer")]
         assert remote.execute("while True: pass", timeout=0.5).status == "timeout"

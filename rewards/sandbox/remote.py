@@ -1,17 +1,26 @@
 """A remote backend with the local sandbox's interface, for users who scale execution out to a
 Piston-style HTTP service (https://github.com/engineer-man/piston, API v2 `POST /api/v2/execute`).
 
-Only the transport differs: each test becomes one remote execution (assert tests are appended to the
-program; stdio tests send their input), and the verdict is computed here exactly as locally. The
-local sandbox stays the default; isolation is then the service's responsibility.
+Only the transport differs: each test becomes one remote execution (stdio tests send their input;
+assert tests are split as locally by `asserts.plan_test`, and the program's side of each assert is
+appended to the program with a small reporter that prints the values, tagged with a random marker,
+on stdout), and the verdict is computed here as locally. There is no audit-hook guard remotely: a
+program can print fake records, but matching a literal expected value it never sees is no easier
+than computing it, and a required assert recorded twice fails. The local sandbox stays the default;
+isolation is then the service's responsibility.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import secrets
+import textwrap
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from rewards.sandbox import worker
+from rewards.sandbox.asserts import RECORD_FUNC, judge_records, plan_test, shadowed_builtins
 from rewards.sandbox.results import ExecutionResult, TestResult
 
 # Piston reports these as `status` (or `signal`) when it stopped a run.
@@ -54,19 +63,42 @@ class PistonSandbox:
         from rewards.sandbox.local import normalize_tests
 
         results: list[TestResult] = []
+        shadowed = shadowed_builtins(program)
         for test in normalize_tests(tests, style):
             if stop_on_first_failure and results and not results[-1].passed:
                 results.append(TestResult("skipped", False))
                 continue
-            code = program + "\n" + test["code"] if style == "assert" else program
-            r = self.execute(code, test.get("input", ""), timeout, memory_mb, files)
-            passed = r.status == "ok"
-            status = r.status
-            if passed and style == "stdio" and r.stdout.split() != test["output"].split():
-                passed, status = False, "wrong_answer"
-            results.append(TestResult(status, passed, r.exit_code, r.stdout, r.stderr, r.wall_time))
+            if style == "stdio":
+                r = self.execute(program, test["input"], timeout, memory_mb, files)
+                passed, status, stderr = r.status == "ok", r.status, r.stderr
+                if passed and r.stdout.split() != test["output"].split():
+                    passed, status = False, "wrong_answer"
+            else:
+                plan, marker = plan_test(test["code"], shadowed), secrets.token_hex(8)
+                code = f"{program}\n{_reporter(marker)}\n{plan.source}\n"
+                r = self.execute(code, "", timeout, memory_mb, files)
+                records = "".join(line[len(marker) :] + "\n" for line in r.stdout.splitlines() if line.startswith(marker))
+                status, why = judge_records(plan, records) if r.status == "ok" else (r.status, "")
+                passed, stderr = status == "ok", r.stderr + (f"\nr1kit sandbox: {why}\n" if why else "")
+            results.append(TestResult(status, passed, r.exit_code, r.stdout, stderr, r.wall_time))
         return results
 
     def run_tests_batch(self, programs: list[str], tests: list, style: str = "assert", **kwargs) -> list[list[TestResult]]:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(lambda p, t: self.run_tests(p, t, style, **kwargs), programs, tests))
+
+
+def _reporter(marker: str) -> str:
+    """Source defining the tests' record function remotely: the same serializer as the local guard
+    (`worker.make_plain_json`), printing one `marker`-tagged line per executed assert."""
+    serializer = textwrap.indent(inspect.getsource(worker.make_plain_json), "    ")
+    return (
+        "def _r1kit_make_record():\n    import _json, sys\n"
+        f"    MAX_DEPTH = {worker.MAX_DEPTH}\n{serializer}\n"
+        "    leaf, out = make_plain_json(), sys.__stdout__\n"
+        "    def record(event, check_id, *leaves):\n"
+        f"        out.write('\\n{marker}[' + str(check_id) + ',[' + ','.join([leaf(a) for a in leaves]) + ']]\\n')\n"
+        "        out.flush()\n"
+        "    return record\n"
+        f"{RECORD_FUNC} = _r1kit_make_record()\n"
+    )
