@@ -478,14 +478,39 @@ def test_pool_survives_killed_workers_and_keeps_order():
     assert results[1:5:2] == [True, True] and results[4] is False
 
 
-def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
-    script = tmp_path / "verify_at_top_level.py"
-    script.write_text("from rewards.math import verify_batch\nprint(verify_batch([('(r+5)(r+5)', '(r+5)^2')]))\n")
+LIBRARY_USES = {
+    "script without a main guard": ("script", "from rewards.math import verify\nprint(verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))\n"),
+    "notebook-like exec": ("-c", "code = \"from rewards.math import verify\\nprint(verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))\"\nexec(code, {})\n"),
+    "from a thread": ("script", "import threading\nfrom rewards.math import verify\nout = []\n"
+                      "t = threading.Thread(target=lambda: out.append((verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))))\n"
+                      "t.start(); t.join()\nprint(*out[0])\n"),
+}
+
+
+@pytest.mark.parametrize("use", sorted(LIBRARY_USES))
+def test_library_use_needs_no_main_guard(tmp_path, use):
+    # Workers come from a server started as `python -c`, which never re-imports the caller's main module:
+    # a top-level script used to fail with "a math-verifier worker process exited while starting".
+    how, code = LIBRARY_USES[use]
+    script = tmp_path / "top_level.py"
+    script.write_text(code)
+    argv = [sys.executable, str(script)] if how == "script" else [sys.executable, "-c", code]
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env={"PYTHONPATH": str(repo), "PATH": ""},
+    proc = subprocess.run(argv, cwd=tmp_path, env={"PYTHONPATH": str(repo), "PATH": ""},
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert 'if __name__ == "__main__":' in proc.stderr and "UserError" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
+
+
+def test_verifier_server_restarts_after_being_killed():
+    from rewards.math.pool import shared_pool
+    from rewards.math import default_workers
+
+    assert verify("(r+5)(r+5)", "(r+5)^2")
+    server = shared_pool(default_workers())
+    server._process.kill()
+    server._process.wait()
+    assert verify("(a+1)(a+1)", "(a+1)^2")
 
 
 @pytest.mark.parametrize(

@@ -5,33 +5,46 @@ and Python cannot interrupt a thread. ``signal.alarm`` (math-verify's timeout) o
 thread, so it breaks inside trainers and evaluators that verify from worker threads. Here each item gets
 a deadline; a worker that misses it is killed (SIGKILL) and replaced, and the item's result is None.
 
-Workers are started from a ``forkserver`` that has already imported sympy and warmed the LaTeX parser
-(`rewards.math._warm_parser`), so a replacement costs a fork, not a 1.5 s import plus a cold parser, and no worker inherits the caller's threads (torch, vLLM) the way a plain
-``fork`` would. As with any spawn/forkserver multiprocessing, a *script* that verifies at top level
-must keep that code under ``if __name__ == "__main__":`` (workers re-import the main module).
+Layout: the caller starts one *verifier server* (`rewards.math._server`) as a fresh interpreter with
+``subprocess`` and sends it batches over a socket. The server imports sympy, warms the LaTeX parser
+(`rewards.math._warm_parser`) and ``fork``\ s its workers, so a worker, replacements for killed ones
+included, costs a fork of a warm single-threaded process, not a 1.5 s import plus a cold parser.
+
+Why not multiprocessing's spawn or forkserver from the caller: both re-import the caller's main module
+in every worker, so a script that verifies at top level without ``if __name__ == "__main__":`` ran
+its own code again in each worker and failed. A server started as ``python -c`` never sees the caller's
+main module, and plain ``fork`` inside the server is safe because the server has no threads (forking the
+caller, which may run torch or vLLM threads, would not be). Nothing here depends on how the caller was
+started: a script without a main guard, a notebook, a thread.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import multiprocessing as mp
+import os
 import resource
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from r1kit.errors import UserError
-
-_HEAVY_MODULE = "rewards.math.equivalence"
-# Imported by the forkserver after the heavy module: forked workers inherit a warm LaTeX parser.
-_WARM_MODULE = "rewards.math._warm_parser"
 _STARTUP_TIMEOUT_S = 120.0
 # A pathological answer may try to build a gigantic integer; the cap turns that into a MemoryError
 # (a plain False) long before it can take the machine's memory from the trainer.
 _WORKER_MEMORY_BYTES = 3 * 1024**3
 _READY = "ready"
+# The server gets the caller's import path, so that it imports the same `rewards` the caller does.
+_PATH_ENV = "R1KIT_VERIFIER_SYS_PATH"
+_BOOT = (
+    "import json, os, sys; sys.path[:0] = json.loads(os.environ.pop({env!r})); "
+    "from rewards.math._server import main; main(int(sys.argv[1]))"
+).format(env=_PATH_ENV)
 
 
 def _worker_main(conn: Connection) -> None:
@@ -66,27 +79,20 @@ def _await_ready(workers: list[_Worker]) -> None:
         try:
             ready = w.conn.poll(max(0.0, deadline - time.monotonic())) and w.conn.recv() == _READY
         except EOFError:
-            # The usual cause: the caller is a script whose top-level code runs again in the worker.
-            raise UserError(
-                "a math-verifier worker process exited while starting. Workers re-import the main module, "
-                "so a script that trains, evaluates or verifies must keep that code under "
-                "`if __name__ == \"__main__\":`; its error, if any, is printed above."
-            ) from None
+            raise RuntimeError("a math-verifier worker exited while starting; its error is printed above") from None
         if not ready:
             raise RuntimeError(f"verifier worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
 
 
 class VerifierPool:
-    """``size`` worker processes; `run` is thread-safe (calls are serialized)."""
+    """``size`` worker processes forked from this process; runs inside the verifier server (it must be
+    single-threaded to fork safely). `run` is thread-safe (calls are serialized)."""
 
     def __init__(self, size: int):
         if size < 1:
             raise ValueError(f"a verifier pool needs at least one worker, got {size}")
         self.size = size
-        self._ctx = mp.get_context("forkserver")
-        # Only takes effect if this process's forkserver is not running yet; otherwise each worker
-        # imports sympy itself once, which `_await_ready` keeps out of every item's deadline.
-        self._ctx.set_forkserver_preload([_HEAVY_MODULE, _WARM_MODULE])
+        self._ctx = mp.get_context("fork")
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -153,12 +159,71 @@ class VerifierPool:
             self._idle.clear()
 
 
-_POOL: VerifierPool | None = None
+class VerifierServer:
+    """The caller's handle on a verifier server process running a `VerifierPool` of ``size`` workers.
+    `run` is thread-safe; a server that died (killed from outside) is restarted on the next call."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"a verifier pool needs at least one worker, got {size}")
+        self.size = size
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, _PATH_ENV: json.dumps(sys.path)}
+        self._process = subprocess.Popen([sys.executable, "-c", _BOOT, str(theirs.fileno())],
+                                         pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        try:
+            ready = self._conn.poll(_STARTUP_TIMEOUT_S) and self._conn.recv() == _READY
+        except EOFError:
+            ready = False
+        if not ready:
+            code = self._process.poll()
+            self._stop()
+            raise RuntimeError(f"the math-verifier server did not start (exit code {code}); its error is printed above")
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # the server reads EOF, closes its workers and exits
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = self._conn = None
+
+    def run(self, tasks: list[tuple[str, str, float]], deadline_s: float) -> list[bool | None]:
+        """Results in task order, as `VerifierPool.run` gives them."""
+        with self._lock:
+            for attempt in range(2):
+                if self._conn is None:
+                    self._start()
+                try:
+                    self._conn.send((self.size, tasks, deadline_s))  # type: ignore[union-attr]
+                    return self._conn.recv()  # type: ignore[union-attr]
+                except (EOFError, BrokenPipeError, ConnectionResetError):
+                    self._stop()  # the server died; one fresh start, then the error propagates
+                    if attempt == 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+_POOL: VerifierServer | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def shared_pool(size: int) -> VerifierPool:
-    """The process-wide pool, created on first use (never at import) and closed at exit."""
+def shared_pool(size: int) -> VerifierServer:
+    """The process-wide verifier server, started on first use (never at import) and closed at exit."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL.size != size:
@@ -166,7 +231,7 @@ def shared_pool(size: int) -> VerifierPool:
                 _POOL.close()
             else:
                 atexit.register(_close_shared_pool)
-            _POOL = VerifierPool(size)
+            _POOL = VerifierServer(size)
         return _POOL
 
 
