@@ -68,7 +68,7 @@ SPEC_KEYS = ("stage", "name", "recipe", "launcher")
 MODEL_STAGES = ("pretrain", "sft", "grpo", "distill")  # stages whose output_dir holds a trained model
 # Fields that name paths without declaring `path=` in their config (eval's model list, report inputs).
 PATH_KINDS = {"tokenizer_name_or_path": "model", "model": "model", "results": "dir", "run_dir": "dir"}
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_][\w.-]*)\}")
 
 
 @dataclass(kw_only=True)
@@ -218,8 +218,17 @@ def _resolve_stage(pipe: Pipeline, i: int, spec: dict, name: str, dirs: dict[str
     raw["output_dir"] = str(dirs[name])
     if kind in MODEL_STAGES:  # an interrupted stage continues from its newest checkpoint
         raw.setdefault("resume_from_checkpoint", "auto")
-    launcher = shlex.split(spec["launcher"]) if spec.get("launcher") else [sys.executable]
+    launcher = _launcher(str(spec["launcher"]), source) if spec.get("launcher") else [sys.executable]
     return Stage(i, kind, name, dirs[name], raw, launcher, source)
+
+
+def _launcher(text: str, source: str) -> list[str]:
+    """`accelerate launch ... --machine_rank $MACHINE_RANK`: environment variables expanded, none left unset."""
+    expanded = os.path.expandvars(text)
+    unset = re.findall(r"\$\{?(\w+)", expanded)
+    if unset:
+        raise UserError(f"{source}: launcher uses ${unset[0]}, which is not set in the environment; export it.")
+    return shlex.split(expanded)
 
 
 def _substitute(value: Any, names: dict[str, Path], source: str) -> Any:
@@ -253,7 +262,7 @@ def config_class(kind: str, source: str = "recipe") -> type:
     modules = [t.partition(":")[0] for t in (target, command) if t]
     if target is None or command is None or any(importlib.util.find_spec(m) is None for m in modules):
         raise UserError(f"{source}: stage '{kind}' is not available in this version of r1kit "
-                        f"(`r1kit {KINDS[kind].command}` is not implemented); remove it from the recipe.")
+                        f"(no `r1kit {KINDS[kind].command}`); remove the stage from the recipe.")
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -387,7 +396,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _lock(run_dir: Path):
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "w")  # noqa: SIM115 -- held open (and locked) for the whole run
+    # one lock per host: on a shared filesystem every node of a multi-node stage runs the same pipeline
+    handle = open(run_dir / f"{LOCK_FILE}.{os.uname().nodename}", "w")  # noqa: SIM115 -- held open (and locked) for the whole run
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -111,7 +111,7 @@ def test_stage_not_available(tmp_path, monkeypatch):
 
     monkeypatch.setitem(COMMANDS, "grpo", (None, "not here"))
     pipe = load_pipeline(str(write_recipe(tmp_path, [GRPO])))
-    with pytest.raises(UserError, match=r"stage 'grpo' is not available in this version of r1kit"):
+    with pytest.raises(UserError, match=r"stage 'grpo' is not available in this version of r1kit \(no `r1kit grpo`\)"):
         validate(pipe)
 
 
