@@ -386,7 +386,7 @@ border-bottom:1px solid #d5dbe5;padding-bottom:.2rem}p{color:#3b4458}
 table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem}th,td{border:1px solid #d5dbe5;padding:.3rem .6rem;
 text-align:right}th{background:#eef2f8}td:first-child,th:first-child{text-align:left;font-weight:600}
 tr:nth-child(even) td{background:#f8fafc}td.pos{color:#17803d}td.neg{color:#b42318}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e3e7ee;border-radius:4px}
+figure{margin:1rem 1.2rem 1rem 0;display:inline-block;vertical-align:top}figure img{max-width:100%;border:1px solid #e3e7ee;border-radius:4px}
 figcaption{font-size:.8rem;color:#5b6475}
 .sample{border:1px solid #d5dbe5;border-left:6px solid #2ca02c;border-radius:4px;margin:1rem 0;padding:.5rem .9rem}
 .sample.bad{border-left-color:#d62728}.sample h4{margin:.2rem 0 .4rem;font-size:.95rem}
@@ -397,7 +397,7 @@ white-space:pre-wrap;word-break:break-word;max-height:22rem;overflow-y:auto;bord
 
 def _html_cell(text: str, tag: str) -> str:
     cls = ""
-    if tag == "td" and re.match(r"^[+-]\d", str(text)):
+    if tag == "td" and re.match(r"^[+-]\d", str(text)) and not re.match(r"^[+-]0\.0 ", str(text)):
         cls = ' class="pos"' if str(text).startswith("+") else ' class="neg"'
     return f"<{tag}{cls}>{html.escape(str(text))}</{tag}>"
 
