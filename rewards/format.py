@@ -20,7 +20,7 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 
 
-@register("format")
+@register("format", choices={"answer_format": ANSWER_FORMATS})
 def format_reward(
     completions: list,
     *,
@@ -67,7 +67,7 @@ def tag_count_score(text: str, answer_format: str = "answer_tag", think_prefille
     return good / len(expected)
 
 
-@register("tag_count")
+@register("tag_count", choices={"answer_format": ANSWER_FORMATS})
 def tag_count_reward(
     completions: list, *, answer_format: str = "answer_tag", think_prefilled: bool = False, **columns: Any
 ) -> list[float | None]:

@@ -40,10 +40,13 @@ _OPTIONAL_REWARD_MODULES = ("rewards.code",)
 _SPEC_KEYS = {"name", "weight", "params"}
 
 _REGISTRY: dict[str, RewardFunc] = {}
+# Per reward, the params whose value must be one of a few strings (e.g. `answer_format`).
+_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {}
 
 
-def register(name: str) -> Callable[[RewardFunc], RewardFunc]:
-    """Record a reward function under the recipe name ``name``; returns the function unchanged."""
+def register(name: str, *, choices: dict[str, tuple[str, ...]] | None = None) -> Callable[[RewardFunc], RewardFunc]:
+    """Record a reward function under the recipe name ``name``; returns the function unchanged.
+    ``choices`` maps a param to its allowed values, checked when a recipe's rewards are built."""
 
     def decorator(fn: RewardFunc) -> RewardFunc:
         existing = _REGISTRY.get(name)
@@ -52,6 +55,7 @@ def register(name: str) -> Callable[[RewardFunc], RewardFunc]:
                 f"reward name {name!r} is taken by {existing.__module__}.{existing.__qualname__}"
             )
         _REGISTRY[name] = fn
+        _CHOICES[name] = dict(choices or {})
         return fn
 
     return decorator
@@ -98,19 +102,24 @@ class RewardFn:
 
 
 def _check_value(reward: str, param: inspect.Parameter, value: Any) -> None:
+    """A recipe value must have its default's type (an int is a float, a list a tuple) and be one of
+    the param's `register` choices, if it has any."""
     default = param.default
     if default is inspect.Parameter.empty or default is None:
         return
     expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return
-    if expected is tuple and isinstance(value, list):
-        return
-    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+    numeric_ok = expected is float and isinstance(value, int) and not isinstance(value, bool)
+    sequence_ok = expected is tuple and isinstance(value, list)
+    if not (numeric_ok or sequence_ok) and (
+        not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))
+    ):
         raise UserError(
             f"reward {reward!r}: param {param.name!r} must be {expected.__name__} "
             f"(default {default!r}), got {value!r}"
         )
+    allowed = _CHOICES.get(reward, {}).get(param.name)
+    if allowed is not None and value not in allowed:
+        raise UserError(f"reward {reward!r}: param {param.name!r} must be one of {list(allowed)}, got {value!r}")
 
 
 def _bind(name: str, fn: RewardFunc, params: dict[str, Any]) -> dict[str, Any]:

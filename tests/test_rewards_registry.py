@@ -91,3 +91,69 @@ def test_user_error_exits_2_without_traceback():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown reward 'nope'") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"name": "accuracy", "params": {"final_form": "no"}}, r"'accuracy': param 'final_form' must be bool"),
+        ({"name": "accuracy", "params": {"think_prefilled": 1}}, r"param 'think_prefilled' must be bool"),
+        ({"name": "accuracy", "params": {"deadline_s": "5"}}, r"param 'deadline_s' must be float"),
+        ({"name": "strict_accuracy", "params": {"answer_format": 3}}, r"param 'answer_format' must be str"),
+        ({"name": "format", "params": {"final_answer_pattern": None}}, r"param 'final_answer_pattern' must be str"),
+        ({"name": "accuracy", "params": {"answer_format": "boxd"}},
+         r"param 'answer_format' must be one of \['answer_tag', 'boxed', 'final_answer', 'any'\], got 'boxd'"),
+        ({"name": "format", "params": {"answer_format": "bare"}}, r"'format': param 'answer_format' must be one of"),
+        ({"name": "tag_count", "params": {"answer_format": "xml"}}, r"'tag_count': param 'answer_format' must be one of"),
+    ],
+)
+def test_bad_param_value_is_a_user_error_naming_it(spec, message):
+    with pytest.raises(UserError, match=message):
+        build_rewards([spec])
+
+
+def test_a_bad_final_answer_pattern_is_a_user_error():
+    acc = build_rewards([{"name": "accuracy", "params": {"answer_format": "final_answer", "final_answer_pattern": "("}}])[0]
+    with pytest.raises(UserError, match="final_answer_pattern '\\(' is not a valid regular expression"):
+        acc(["<think>x</think>Answer: 1"], answer=["1"])
+
+
+def test_strict_accuracy_is_registered_and_bound():
+    strict = build_rewards([{"name": "strict_accuracy", "params": {"answer_format": "boxed", "think_prefilled": True}}])[0]
+    assert strict([r"2+2</think> so \boxed{4}", r"2+2</think> so \boxed{4} or 5", r"\boxed{4}"], answer=["4"] * 3) == [
+        1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "specs,golds,prefill,expected",
+    [
+        ([{"name": "accuracy"}, {"name": "format", "weight": 0.2}], ["4", "12"], False, []),
+        ([{"name": "accuracy"}, {"name": "format", "params": {"answer_format": "boxed"}}], ["4"], None,
+         ["pays for the 'boxed' answer format, but no reward can read it: accuracy (answer_tag)"]),
+        ([{"name": "accuracy", "params": {"answer_format": "any"}}, {"name": "format", "params": {"answer_format": "boxed"}}],
+         ["4"], None, []),
+        ([{"name": "format"}], ["4"], None, ["no reward reads the answer"]),
+        ([{"name": "accuracy", "params": {"final_form": False}}], ["4", "1/2", "0.5"], None,
+         ["'accuracy' has final_form: false, but 3/3 sample answers are numbers"]),
+        ([{"name": "accuracy", "params": {"final_form": False}}], [r"x^2+1", r"(r+5)^2"], None, []),
+        ([{"name": "accuracy"}, {"name": "format", "weight": 0.2}], ["4"], True,
+         ["'format' has think_prefilled: false but the prompt opens the thought"]),
+        ([{"name": "accuracy"}, {"name": "format", "params": {"think_prefilled": True}}], ["4"], True, []),
+        ([{"name": "strict_accuracy", "params": {"think_prefilled": True}}], ["4"], False,
+         ["'strict_accuracy' has think_prefilled: true but the prompt does not open the thought"]),
+    ],
+)
+def test_check_reward_setup_warns(specs, golds, prefill, expected):
+    from rewards import check_reward_setup
+
+    warnings = check_reward_setup(specs, golds, prefill_think=prefill)
+    assert len(warnings) == len(expected)
+    for warning, fragment in zip(warnings, expected):
+        assert fragment in warning
+
+
+def test_check_reward_setup_rejects_what_cannot_build():
+    from rewards import check_reward_setup
+
+    with pytest.raises(UserError, match="answer_format"):
+        check_reward_setup([{"name": "accuracy", "params": {"answer_format": "nope"}}], ["1"])

@@ -273,7 +273,7 @@ def _scorable(answer: list) -> list:
     return [None if a is None or (isinstance(a, str) and not a.strip()) else a for a in answer]
 
 
-@register("accuracy")
+@register("accuracy", choices={"answer_format": ANSWER_FORMATS})
 def accuracy_reward(
     completions: list,
     answer: list,
@@ -307,7 +307,7 @@ def accuracy_reward(
     return [None if g is None else float(next(verdicts) is True) for g in golds]
 
 
-@register("strict_accuracy")
+@register("strict_accuracy", choices={"answer_format": ANSWER_FORMATS})
 def strict_accuracy(
     completions: list,
     answer: list,
