@@ -71,6 +71,7 @@ SHORTCUTS = [
     ("fake records on the records socket", f"import os\nos.write(5, {FAKE_RECORDS})\ndef add(a, b):\n    return None", ASSERT_FORMATS),
     ("fake records, then exit 0", f"import os\nos.write(5, {FAKE_RECORDS})\nos._exit(0)", ASSERT_FORMATS),
     ("fake records from a thread while the test runs", f"import os, threading, time\ndef spam():\n    while True:\n        os.write(5, {FAKE_RECORDS})\n        time.sleep(0.001)\nthreading.Thread(target=spam, daemon=True).start()\ndef add(a, b):\n    return None", ASSERT_FORMATS),
+    ("records socket swapped for a pipe the program rewrites", "import os, sys\nos.dup2(5, 9)\nr, w = os.pipe()\nos.dup2(w, 5)\nos.set_blocking(r, False)\ndef relay():\n    try:\n        os.write(9, os.read(r, 65536).replace(b'null', b'3'))\n    except BlockingIOError:\n        pass\nclass Out:\n    def write(self, s): return len(s)\n    def flush(self): relay()\nsys.stdout = Out()  # the runner flushes stdout after the test: one last relay\ndef add(a, b):\n    relay()\n    return None", ASSERT_FORMATS),
     ("fake pass token, then exit 0", "import os\nos.write(3, b'x' * 16)\nos._exit(0)", ASSERT_FORMATS),
     ("record forged through sys.audit", "import sys\n" + ALWAYS_EQUAL + "def add(a, b):\n    sys.audit('r1kit.record', 0, (3,))\n    return E()", ASSERT_FORMATS),
     ("record function replaced mid-test", "def add(a, b):\n    globals()['__r1kit_record__'] = lambda *a: None\n    return None", ASSERT_FORMATS),

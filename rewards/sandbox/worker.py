@@ -496,7 +496,8 @@ def install_guard(main, test, result_fd, go_fd, record_fd):
     type_, str_, bytes_, int_, tuple_, id_, len_ = type, str, bytes, int, tuple, id, len
     sep, bsep, denied_events, denied_prefixes = os.sep, os.sep.encode(), frozenset(DENIED_EVENTS), DENIED_PREFIXES
     denied_parts = frozenset(DENIED_PATH_PARTS) | frozenset(p.encode() for p in DENIED_PATH_PARTS)
-    record_event, leaf, test_codes = RECORD_EVENT, make_plain_json(), code_objects(test)
+    record_event, leaf, test_codes, fstat = RECORD_EVENT, make_plain_json(), code_objects(test), os.fstat
+    record_ino = fstat(record_fd).st_ino  # the records socket; a program that dup2s over fd 5 is caught
     state = {"step": 0, "frame": None}
 
     def deny(what):
@@ -522,7 +523,8 @@ def install_guard(main, test, result_fd, go_fd, record_fd):
 
     def record(args):
         code = getframe(2).f_code  # hook <- record: the frame that raised the event
-        if state["step"] != 3 or test_codes.get(id_(code)) is not code or len_(args) < 1 or type_(args[0]) is not int_:
+        from_test = state["step"] == 3 and test_codes.get(id_(code)) is code and fstat(record_fd).st_ino == record_ino
+        if not from_test or len_(args) < 1 or type_(args[0]) is not int_:
             state["step"] = -1  # a record from outside the running test: this test can no longer pass
             return
         line = ("[" + str_(args[0]) + ",[" + ",".join([leaf(a) for a in args[1:]]) + "]]\n").encode()
