@@ -3,7 +3,7 @@ r"""`r1kit eval`: score models (or generations made elsewhere) on math and code 
 Three ways in, one scorer (`rewards.judge`, the RL rewards' own functions) and one report:
 
     r1kit eval --model runs/tiny/grpo runs/tiny/pretrain --benchmark synthetic:arithmetic --output runs/eval
-    r1kit eval --config recipes/eval/r1_math.yaml --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
+    r1kit eval --config recipes/eval/eval_r1_math500.yaml --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
     r1kit eval --predictions preds.jsonl --benchmark humaneval --output runs/he     # score-only
     r1kit eval report --results runs/eval/a runs/eval/b --run_dir runs/tiny/grpo --output runs/cmp
 
@@ -180,10 +180,11 @@ def score_only(cfg: EvalConfig) -> list[tuple[str, Path]]:
 def model_labels(models: list[str]) -> list[str]:
     """Short unique names for output subdirectories: the last path part, with its parent if needed.
 
-    >>> model_labels(["runs/a/final", "runs/b/final", "org/model"])
-    ['a_final', 'b_final', 'model']
+    >>> model_labels(["runs/a/final", "runs/b/final", "org/model-id", "runs/grpo/checkpoint-50/model"])
+    ['a_final', 'b_final', 'model-id', 'checkpoint-50']
     """
-    labels = [Path(m.rstrip("/")).name for m in models]
+    # `checkpoint-100/model` is named after its checkpoint.
+    labels = [p.parent.name if p.name == "model" and p.parent.name else p.name for p in (Path(m.rstrip("/")) for m in models)]
     if len(set(labels)) < len(labels):
         labels = [_slug("_".join(Path(m.rstrip("/")).parts[-2:])) if labels.count(l) > 1 else l
                   for m, l in zip(models, labels)]  # fmt: skip
@@ -256,9 +257,23 @@ def split_argv(argv: list[str]) -> tuple[str | None, dict]:
     return path, dict(parse_overrides(rest)) | multi
 
 
+def resolve_checkpoint(name: str) -> str:
+    """A training checkpoint folder (`checkpoint-<step>/` with `model/` inside) means its model.
+
+    >>> resolve_checkpoint("org/model-id")
+    'org/model-id'
+    """
+    path = Path(name)
+    saved = ("config.json", "adapter_config.json")
+    if path.is_dir() and not any((path / f).is_file() for f in saved) and any((path / "model" / f).is_file() for f in saved):
+        return str(path / "model")
+    return name
+
+
 def load_eval_config(argv: list[str]) -> EvalConfig:
     path, overrides = split_argv(argv)
     cfg = load_config(EvalConfig, path, overrides)
+    cfg.model = [resolve_checkpoint(m) for m in cfg.model]
     for model in cfg.model:  # a list field: checked here, each like a stage's model_name_or_path
         check_path("model", model, "model", str(path or "command line"))
     return cfg

@@ -92,9 +92,13 @@ def delta_cell(metrics: dict | None, base: dict | None) -> str:
 
     >>> delta_cell({"pass@1": 0.6, "pass@1_stderr": 0.03}, {"pass@1": 0.5, "pass@1_stderr": 0.04})
     '+10.0 ± 5.0'
+    >>> delta_cell({"pass@1": 0.6, "pass@1_stderr": 0.03, "num_items": 5}, {"pass@1": 0.5, "pass@1_stderr": 0.04})
+    'n/a (other items)'
     """
     if metrics is None or base is None:
         return "-"
+    if metrics.get("num_items") != base.get("num_items"):
+        return "n/a (other items)"  # a subset or another split: the difference would not be a model effect
     diff = 100 * (metrics["pass@1"] - base["pass@1"])
     se = 100 * math.hypot(metrics["pass@1_stderr"], base["pass@1_stderr"])
     return f"{diff:+.1f} ± {se:.1f}"
@@ -129,7 +133,7 @@ def _save(fig, path: Path) -> Path:
 
 def plot_pass1(entries: list[dict], benches: list[str], path: Path) -> Path:
     """Grouped bars: pass@1 per benchmark and model, error bars of one standard error."""
-    fig = _figure(max(5.0, 1.4 * len(benches) * max(1, len(entries)) ** 0.5 + 2), 3.6)
+    fig = _figure(max(5.0, 1.4 * len(benches) * max(1, len(entries)) ** 0.5 + 2), 3.9)
     ax = fig.add_subplot()
     width = 0.8 / len(entries)
     for m, e in enumerate(entries):
@@ -141,9 +145,10 @@ def plot_pass1(entries: list[dict], benches: list[str], path: Path) -> Path:
         ax.bar_label(bars, labels=[f"{y:.1f}" if r else "" for y, r in zip(ys, res)], fontsize=8, padding=2)
     ax.set_xticks(range(len(benches)), benches)
     ax.set_ylabel("pass@1 (%)  ± 1 s.e.")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 110)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    # Below the axes: inside, the legend would cover the bars' value labels near 100%.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(entries), 4), frameon=False)
     ax.set_title("pass@1 by benchmark")
     return _save(fig, path)
 
@@ -158,7 +163,7 @@ def plot_pass_k(entries: list[dict], bench: str, path: Path) -> Path | None:
             series.append((e["label"], r, ks))
     if not series:
         return None
-    fig = _figure(5.5, 3.4)
+    fig = _figure(5.5, 3.6 + 0.2 * len(series))
     ax = fig.add_subplot()
     for m, (label, r, ks) in enumerate(series):
         color = _COLORS[m % len(_COLORS)]
@@ -174,7 +179,7 @@ def plot_pass_k(entries: list[dict], bench: str, path: Path) -> Path | None:
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     ax.set_title(f"{bench}: pass@k and maj@k")
     return _save(fig, path)
 

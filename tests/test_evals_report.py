@@ -169,3 +169,15 @@ def test_report_renders_in_a_browser_and_is_not_blank(two_models, tmp_path):
     assert image.size == (1280, 2000) and colors is not None and len(colors) > 50
     dominant = max(count for count, _ in colors)
     assert dominant < 0.97 * image.size[0] * image.size[1]  # not one colour: text, tables and plots drew
+
+
+def test_training_checkpoint_folders_are_evaluated_by_their_model(tiny_dir, tmp_path, few_threads):
+    ckpt = tmp_path / "grpo" / "checkpoint-3"
+    shutil.copytree(tiny_dir / "student", ckpt / "model")
+    (ckpt / "state").mkdir()
+    out = tmp_path / "o"
+    assert eval_main(["--model", str(ckpt), str(tiny_dir / "student"), "--output", str(out), *TINY]) == 0
+    info = json.loads((out / "checkpoint-3" / "run_info.json").read_text())
+    assert info["model"] == str(ckpt / "model") and (out / "student" / "results.json").is_file()
+    with pytest.raises(UserError, match="model"):
+        eval_main(["--model", str(tmp_path / "grpo"), "--output", str(out), *TINY])  # a run folder, not a model
