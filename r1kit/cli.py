@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "build-tiny": ("r1kit.tiny:cli_build_tiny", "build the tiny tokenizer, MoE policy and dense student offline"),
     "data": ("r1kit.cli:data_cli", "synthetic task files (`data synth`) and the benchmark registry (`data list`)"),
     "pretrain": ("sft.pretrain:main", "causal-LM pretraining of a tiny base on the synthetic corpus"),
-    "sft": (None, "cold-start SFT on <think> traces (accelerate launch -m sft.sft)"),
+    "sft": ("sft.sft:main", "cold-start SFT on <think> traces (accelerate launch -m sft.sft)"),
     "grpo": ("rl.grpo:main", "GRPO with verifiable rewards (accelerate launch -m rl.grpo)"),
     "distill": (None, "distil verified RL traces into a dense student"),
     "eval": ("evals.evaluate:main", "evaluate models or a predictions file on math and code benchmarks, with a report"),

@@ -25,6 +25,7 @@ from r1kit.config import arg
 # stage name -> "module:ConfigClass"; the module must be importable without side effects.
 STAGES: dict[str, str] = {
     "pretrain": "sft.pretrain:PretrainConfig",
+    "sft": "sft.sft:SFTConfig",
     "grpo": "rl.config:GRPOConfig",
     "eval": "evals.evaluate:EvalConfig",
 }

@@ -46,12 +46,16 @@ def local_path(name: str) -> Path | None:
     return None
 
 
-def _check_local(path: Path, what: str) -> None:
+_MODEL_FILES = ("config.json", "adapter_config.json")
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+def _check_local(path: Path, what: str, markers: tuple[str, ...] = _MODEL_FILES) -> None:
     if not path.is_dir():
         raise UserError(f"{what} '{path}' is a local path (its first folder exists here) but is not a directory "
                         "that holds a saved model. Fix the path, or run the stage that writes it first.")
-    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise UserError(f"{what} '{path}' holds no config.json or adapter_config.json, so it is not a saved model "
+    if not any((path / name).is_file() for name in markers):
+        raise UserError(f"{what} '{path}' holds none of {list(markers)}, so it is not a saved {what.split()[-1]} "
                         "(an interrupted save never leaves one). Point it at a `save_pretrained` directory.")
 
 
@@ -62,7 +66,7 @@ def load_tokenizer(name_or_path: str):
     path = local_path(name_or_path)
     if path is None:
         return AutoTokenizer.from_pretrained(name_or_path)
-    _check_local(path, "tokenizer")
+    _check_local(path, "tokenizer", _TOKENIZER_FILES)
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:

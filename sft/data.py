@@ -1,0 +1,93 @@
+"""Cold-start and distillation data: (prompt, reasoning, answer) rows rendered into the reasoning format.
+
+The rendered completion is exactly what the format reward (`rewards.format.is_well_formatted`) and the
+strict accuracy reward accept, so a model trained on it can earn those rewards in GRPO and evaluation:
+
+    <think>\\n{reasoning}\\n</think>\\n<answer>{answer}</answer>       answer_format: answer_tag
+    <think>\\n{reasoning}\\n</think>\\n\\boxed{{answer}}               answer_format: boxed
+
+A conversation is `[system?, user: prompt, assistant: completion]`; the chat template opens the assistant
+turn (and with `prefill_think` adds `<think>\\n` after it, as at generation time), so the assistant
+message carries the whole completion and the `<think>\\n` the template would prefill is not repeated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r1kit.errors import UserError
+
+ANSWER_FORMATS = ("answer_tag", "boxed")
+
+
+def render_completion(reasoning: str, answer: str, answer_format: str = "answer_tag") -> str:
+    r"""The R1-style target for one worked problem.
+
+    >>> print(render_completion("2 + 2\n= 4", "4"))
+    <think>
+    2 + 2
+    = 4
+    </think>
+    <answer>4</answer>
+    >>> render_completion("2 + 2 = 4", "4", "boxed")
+    '<think>\n2 + 2 = 4\n</think>\n\\boxed{4}'
+    """
+    if answer_format not in ANSWER_FORMATS:
+        raise UserError(f"answer_format must be one of {list(ANSWER_FORMATS)}, got {answer_format!r}")
+    tail = f"<answer>{answer}</answer>" if answer_format == "answer_tag" else f"\\boxed{{{answer}}}"
+    return f"<think>\n{reasoning.strip()}\n</think>\n{tail}"
+
+
+def completion_after_prefill(completion: str, prefill_think: bool) -> str:
+    """What the model itself emits after a prompt that ends with the `<think>\\n` prefill.
+
+    >>> completion_after_prefill("<think>\\nx\\n</think>\\n<answer>1</answer>", True)
+    'x\\n</think>\\n<answer>1</answer>'
+    """
+    return completion.removeprefix("<think>\n") if prefill_think else completion
+
+
+def conversation(prompt: Any, completion: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for one example (`prompt` is a string or already a list of messages)."""
+    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    if system_prompt:
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    return [*messages, {"role": "assistant", "content": completion}]
+
+
+def check_columns(rows: list[dict], columns: tuple[str, ...], source: str, bad_rows: str = "error") -> list[dict]:
+    """The rows that have every named column (non-empty). A column no row has is a UserError naming it;
+    rows missing a column are skipped with a count (`bad_rows: skip`) or an error (`bad_rows: error`)."""
+    absent = [c for c in columns if all(r.get(c) in (None, "") for r in rows)]
+    if absent:
+        raise UserError(
+            f"{source}: no row has column(s) {absent} (columns there: {sorted(rows[0]) if rows else []}); "
+            "name the right columns (prompt_column, reasoning_column, answer_column) or fix the data."
+        )
+    kept = [r for r in rows if all(r.get(c) not in (None, "") for c in columns)]
+    if len(kept) < len(rows):
+        first = next(i for i, r in enumerate(rows) if any(r.get(c) in (None, "") for c in columns))
+        message = f"{source}: {len(rows) - len(kept)} of {len(rows)} rows miss one of {list(columns)} (first: row {first})"
+        if bad_rows == "error":
+            raise UserError(message + "; fix them or set bad_rows: skip.")
+        print(f"WARNING: {message}; skipped.", flush=True)
+    return kept
+
+
+def chat_examples(rows: list[dict], reasoning_column: str, answer_format: str,
+                  system_prompt: str | None) -> list[dict[str, list]]:
+    """`{"messages": [...]}` rows, the conversational format TRL's SFTTrainer takes."""
+    return [
+        {"messages": conversation(r["prompt"], render_completion(str(r[reasoning_column]), str(r["answer"]),
+                                                                  answer_format), system_prompt)}
+        for r in rows
+    ]
+
+
+def check_chat_template(tokenizer, what: str) -> None:
+    """A model trained or sampled in chat form needs a chat template; say so at start, not mid-run."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"{what} has no chat template (tokenizer.chat_template is empty), so prompts cannot be rendered "
+            "as chat turns. Use a chat model or set tokenizer_name_or_path to a tokenizer that has one."
+        )
