@@ -239,3 +239,15 @@ def test_bad_arguments_are_user_errors(tmp_path, argv, message):
     p.write_text("{}\n")
     with pytest.raises(UserError, match=message):
         eval_main([a.replace("{p}", str(p)) for a in argv])
+
+
+def test_custom_code_file(tmp_path):
+    data = tmp_path / "tasks.jsonl"
+    data.write_text("\n".join(json.dumps({"id": f"t{i}", "prompt": f"Write add{i}.", "test_list": [f"assert add{i}(1, 2) == 3"]})
+                              for i in range(2)))  # fmt: skip
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "t0", "prediction": "Sure:\n```python\ndef add0(a, b):\n    return a + b\n```"}) + "\n"
+                     + json.dumps({"id": "t1", "prediction": "def add1(a, b):\n    return a - b\n"}) + "\n")  # fmt: skip
+    out = tmp_path / "o"
+    eval_main(["--predictions", str(preds), "--data", str(data), "--task", "code", "--output", str(out)])
+    assert json.loads((out / "results.json").read_text())["custom:tasks"]["pass@1"] == 0.5
