@@ -35,12 +35,23 @@ def _readme_rewards() -> list[dict]:
     return yaml.safe_load(block)["rewards"]
 
 
+# The shortcut family a reward list is attacked with: the one its accuracy reward reads (a recipe on the
+# lenient `any` format is attacked as a tag format, and fails the suite, as it should).
+FAMILIES = {"answer_tag": "tag", "boxed": "boxed", "final_answer": "final", "any": "tag"}
+
+
+def _family(specs: list[dict]) -> str:
+    readers = [s for s in specs if s["name"] in ("accuracy", "strict_accuracy")]
+    return FAMILIES[(readers[0].get("params") or {}).get("answer_format", "answer_tag")] if readers else "tag"
+
+
 def _recipe_setups() -> list[tuple[str, list[dict], bool, str]]:
     setups = []
     for path in sorted((ROOT / "recipes").rglob("*.yaml")):
         recipe = yaml.safe_load(path.read_text())
         if isinstance(recipe, dict) and "rewards" in recipe:
-            setups.append((str(path.relative_to(ROOT)), recipe["rewards"], bool(recipe.get("prefill_think")), "tag"))
+            specs = recipe["rewards"]
+            setups.append((str(path.relative_to(ROOT)), specs, bool(recipe.get("prefill_think")), _family(specs)))
     return setups
 
 
