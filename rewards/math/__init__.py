@@ -130,9 +130,13 @@ def solution_set(answer: str) -> str | None:
     return ", ".join(values) if len(variables) <= 1 else None
 
 
-def _claimed(answer: str, gold: str) -> str:
+def claimed_answer(answer: str, gold: str) -> str:
     """The answer in the form to compare with ``gold``: a solution set as a list, a chained equality
-    as its last term, an assignment as its value (a gold equation is compared whole)."""
+    as its last term, an assignment as its value (a gold equation is compared whole).
+
+    >>> claimed_answer("x = 2 or x = 3", "2, 3"), claimed_answer("x = 2+3 = 5", "5"), claimed_answer("y = 2x", "y = 2x")
+    ('2, 3', '5', 'y = 2x')
+    """
     if "=" in gold:
         return answer
     listed = solution_set(answer)
@@ -161,7 +165,7 @@ def _prediction_answer(prediction: str, gold: str, fmt: str, think_prefilled: bo
         answer = read_answer(prediction, fmt, think_prefilled, pattern)
     if not answer or _has_lookalike_digits(answer):
         return None
-    answer = _claimed(answer, gold)
+    answer = claimed_answer(answer, gold)
     if final_form and not _final_form(answer, gold):
         return None
     return answer or None
@@ -343,9 +347,11 @@ __all__ = [
     "ANSWER_FORMATS",
     "VERIFY_FORMATS",
     "accuracy_reward",
+    "claimed_answer",
     "extract_answer",
     "final_value",
     "read_answer",
+    "solution_set",
     "strict_accuracy",
     "verify",
     "verify_batch",
