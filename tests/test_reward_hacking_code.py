@@ -109,6 +109,17 @@ EXTRA_TASKS = {
 }  # fmt: skip
 
 
+# Shortcuts that need tests of another shape than `add`'s: (columns, program), each must score 0.
+SHORTCUT_TASKS = {
+    "str subclass lying in startswith/endswith": (
+        {"test_list": ["assert greet('bob').startswith('Hello')", "assert greet('bob').endswith('bob')"]},
+        "class S(str):\n    def startswith(self, *a): return True\n    def endswith(self, *a): return True\ndef greet(n):\n    return S('nope')"),
+    "sys.getsizeof patched": (
+        {"test_list": ["import sys\nassert size((1, 2)) == sys.getsizeof((1, 2))"]},
+        "import sys\nsys.getsizeof = lambda x: -1\ndef size(t):\n    return -1"),
+}  # fmt: skip
+
+
 def fenced(code: str) -> str:
     return f"Here is the solution.\n```python\n{code}\n```"
 
@@ -128,9 +139,9 @@ def scores() -> dict:
         for reward_name, reward in rewards.items():
             for (name, _), score in zip(rows, reward(completions, **_columns(fmt, len(rows)))):
                 out[reward_name, fmt_name, name] = score
-    for task, (columns, code) in EXTRA_TASKS.items():
+    for task, (columns, code) in {**EXTRA_TASKS, **SHORTCUT_TASKS}.items():
         for reward_name, reward in rewards.items():
-            out[reward_name, task, "honest"] = reward([fenced(code)], **_columns(columns, 1))[0]
+            out[reward_name, task, "task"] = reward([fenced(code)], **_columns(columns, 1))[0]
     return out
 
 
@@ -155,4 +166,10 @@ def test_honest_solution_scores_one(scores, reward, name, fmts):
 @pytest.mark.parametrize("reward", CODE_REWARDS)
 @pytest.mark.parametrize("task", sorted(EXTRA_TASKS))
 def test_honest_non_plain_results_score_one(scores, reward, task):
-    assert scores[reward, task, "honest"] == 1.0
+    assert scores[reward, task, "task"] == 1.0
+
+
+@pytest.mark.parametrize("reward", CODE_REWARDS)
+@pytest.mark.parametrize("task", sorted(SHORTCUT_TASKS))
+def test_shortcut_with_its_own_tests_scores_zero(scores, reward, task):
+    assert scores[reward, task, "task"] == 0.0

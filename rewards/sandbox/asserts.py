@@ -13,10 +13,11 @@ host) into
 
 In the sandbox the assert becomes "evaluate each leaf, then `sys.audit("r1kit.record", id, ...)`".
 The worker's audit hook accepts a record only from the test's own code objects while the test
-runs, and serializes each leaf value only if it is made of exact builtin types (None, bool, int,
-float, complex, str, bytes, list, tuple, dict, set, frozenset; no subclasses, which could override
-`__eq__`). Literal expected values therefore never enter the sandbox, and no object of the
-program's takes part in a comparison.
+runs, and serializes each leaf value only if it is made of builtin types (None, bool, int, float,
+complex, str, bytes, list, tuple, dict, set, frozenset); a subclass instance (which could override
+`__eq__`) is written as its builtin base value, read without calling any of its methods. Literal
+expected values therefore never enter the sandbox, and no object of the program's takes part in a
+comparison.
 
 The host then requires, besides the usual exit status and pass token, one record per assert that
 the test must execute (those directly in the test's top level and directly in the body of a
@@ -47,6 +48,7 @@ import json
 import math
 import operator
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -76,6 +78,14 @@ HOST_CALLS = {
     "round": round, "set": set, "sorted": sorted, "str": str, "sum": sum, "tuple": tuple, "type": type,
     "math.isclose": math.isclose, "math.fabs": math.fabs, "math.floor": math.floor, "math.ceil": math.ceil,
     "math.sqrt": math.sqrt, "math.isnan": math.isnan, "math.isinf": math.isinf, "math.log": math.log,
+    "sys.getsizeof": sys.getsizeof,  # MBPP compares with it; the sandbox runs this same interpreter
+}  # fmt: skip
+# Methods the host calls on a reported value (`f(x).startswith("a")`): the object's own method would
+# be the program's to fake. Only those whose result cannot grow far beyond their input.
+HOST_METHODS = {
+    "startswith", "endswith", "count", "index", "find", "rfind", "lower", "upper", "strip", "lstrip",
+    "rstrip", "split", "isdigit", "isalpha", "isalnum", "isupper", "islower", "isspace", "keys", "values",
+    "items", "get",
 }  # fmt: skip
 HOST_NAMES = {
     **{n: f for n, f in HOST_CALLS.items() if "." not in n},
@@ -138,6 +148,12 @@ class Plan:
     required: frozenset[int]  # ids that must be recorded exactly once
 
 
+def _is_method(node) -> bool:
+    """`<value>.method` with a host method whose value is not a module the host mirrors (math, sys)."""
+    return (isinstance(node, ast.Attribute) and node.attr in HOST_METHODS
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("math", "sys")))  # fmt: skip
+
+
 def _dotted(node: ast.expr) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
@@ -188,6 +204,8 @@ class _Splitter:
         if isinstance(node, ast.Call) and self.host_call(node):
             # list(f(x)) runs in the sandbox: f may return an iterator, which cannot be reported.
             return not (_dotted(node.func) in _CONVERSIONS and node.args and not self.hosted(node.args[0]))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in HOST_METHODS:
+            return _dotted(node.func.value) is None or not self.host_name(node.func.value)  # f(x).startswith, not math.x
         return False
 
     def split(self, node: ast.expr, truth: bool = False) -> ast.expr:
@@ -201,6 +219,8 @@ class _Splitter:
         if isinstance(node, ast.BoolOp):
             node.values = [self.split(v, truth) for v in node.values]
             return node
+        if isinstance(node, ast.Call) and _is_method(node.func):
+            node.func.value = self.split(node.func.value)
         if isinstance(node, ast.IfExp):
             node.test = self.split(node.test, truth=True)
             node.body, node.orelse = self.split(node.body, truth), self.split(node.orelse, truth)
@@ -264,7 +284,7 @@ def _bound_names(module: ast.Module) -> frozenset[str]:
             names.add(n.name)
         elif isinstance(n, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in n.names}
-    return frozenset(names - {"math"})  # `import math` binds the module the host mirrors
+    return frozenset(names - {"math", "sys"})  # `import math` binds the module the host mirrors
 
 
 def _asserts_in_order(node: ast.AST) -> list[ast.Assert]:
@@ -401,7 +421,11 @@ def evaluate(node: ast.AST, env: dict):
         return {evaluate(k, env): evaluate(v, env) for k, v in zip(node.keys, node.values)}
     if isinstance(node, ast.Call):
         args = [evaluate(a, env) for a in node.args]
-        return HOST_CALLS[_dotted(node.func)](*args, **{k.arg: evaluate(k.value, env) for k in node.keywords})
+        kwargs = {k.arg: evaluate(k.value, env) for k in node.keywords}
+        if _is_method(node.func):
+            obj = evaluate(node.func.value, env)  # a decoded plain value: its methods are the builtins'
+            return getattr(obj, node.func.attr)(*args, **kwargs)
+        return HOST_CALLS[_dotted(node.func)](*args, **kwargs)
     raise LeafFailed(f"cannot evaluate {type(node).__name__} on the host")
 
 
