@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "pretrain": ("sft.pretrain:main", "causal-LM pretraining of a tiny base on the synthetic corpus"),
     "sft": ("sft.sft:main", "cold-start SFT on <think> traces (accelerate launch -m sft.sft)"),
     "grpo": ("rl.grpo:main", "GRPO with verifiable rewards (accelerate launch -m rl.grpo)"),
-    "distill": (None, "distil verified RL traces into a dense student"),
+    "distill": ("sft.distill:main", "distil verified teacher traces (or logits) into a dense student"),
     "eval": ("evals.evaluate:main", "evaluate models or a predictions file on math and code benchmarks, with a report"),
     "run": ("r1kit.pipeline:cli_run", "the whole pipeline in one command (`r1kit run RECIPE [--dry_run]`)"),
     "sandbox": ("rewards.sandbox:sandbox_cli", "run a program in the local code sandbox (`sandbox run FILE`)"),

@@ -26,6 +26,7 @@ from r1kit.config import arg
 STAGES: dict[str, str] = {
     "pretrain": "sft.pretrain:PretrainConfig",
     "sft": "sft.sft:SFTConfig",
+    "distill": "sft.distill:DistillConfig",
     "grpo": "rl.config:GRPOConfig",
     "eval": "evals.evaluate:EvalConfig",
 }

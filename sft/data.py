@@ -74,14 +74,17 @@ def check_columns(rows: list[dict], columns: tuple[str, ...], source: str, bad_r
     return kept
 
 
-def chat_examples(rows: list[dict], reasoning_column: str, answer_format: str,
-                  system_prompt: str | None) -> list[dict[str, list]]:
-    """`{"messages": [...]}` rows, the conversational format TRL's SFTTrainer takes."""
-    return [
-        {"messages": conversation(r["prompt"], render_completion(str(r[reasoning_column]), str(r["answer"]),
-                                                                  answer_format), system_prompt)}
-        for r in rows
-    ]
+def chat_examples(rows: list[dict], reasoning_column: str, answer_format: str, system_prompt: str | None,
+                  completion_column: str | None = None) -> list[dict[str, list]]:
+    """`{"messages": [...]}` rows, the conversational format TRL's SFTTrainer takes. With `completion_column`
+    the assistant turn is that column verbatim (finished traces, e.g. verified teacher samples)."""
+
+    def completion(r: dict) -> str:
+        if completion_column:
+            return str(r[completion_column])
+        return render_completion(str(r[reasoning_column]), str(r["answer"]), answer_format)
+
+    return [{"messages": conversation(r["prompt"], completion(r), system_prompt)} for r in rows]
 
 
 def check_chat_template(tokenizer, what: str) -> None:

@@ -42,6 +42,10 @@ class SFTConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
     """Cold-start supervised fine-tuning on reasoning traces (see sft/sft.py)."""
 
     reasoning_column: str = arg("solution", "Column holding the worked reasoning (the thought).")
+    completion_column: str | None = arg(
+        None, "Column holding finished completions (e.g. `r1kit distill` traces), trained on verbatim instead of "
+        "rendering reasoning_column and the answer."
+    )
     answer_format: Literal["answer_tag", "boxed"] = arg(
         "answer_tag", "How the answer follows the thought: <answer>...</answer> or \\boxed{...}."
     )
@@ -75,7 +79,8 @@ def load_examples(cfg: SFTConfig, split: str, max_samples: int | None) -> list[d
 
     data_cfg = replace(cfg, dataset_split=split, max_samples=max_samples)
     rows = load_rows(data_cfg, required=())
-    return check_columns(rows, ("prompt", cfg.reasoning_column, "answer"),
+    columns = ("prompt", cfg.completion_column) if cfg.completion_column else ("prompt", cfg.reasoning_column, "answer")
+    return check_columns(rows, columns,
                          f"dataset '{cfg.dataset_name}' ({split})", cfg.bad_rows)
 
 
@@ -253,10 +258,11 @@ def setup(cfg: SFTConfig) -> _Run:
     model, tokenizer = load_for_training(cfg, device)
     check_chat_template(tokenizer, f"model '{cfg.model_name_or_path}'")
     train_rows = load_examples(cfg, cfg.dataset_split, cfg.max_samples)
-    train = chat_examples(train_rows, cfg.reasoning_column, cfg.answer_format, cfg.system_prompt)
+    train = chat_examples(train_rows, cfg.reasoning_column, cfg.answer_format, cfg.system_prompt, cfg.completion_column)
     heldout = load_examples(cfg, cfg.eval_split, max(cfg.eval_max_samples, cfg.eval_accuracy_examples)) \
         if cfg.eval_max_samples or cfg.eval_accuracy_examples else []
-    evals = chat_examples(heldout[: cfg.eval_max_samples], cfg.reasoning_column, cfg.answer_format, cfg.system_prompt)
+    evals = chat_examples(heldout[: cfg.eval_max_samples], cfg.reasoning_column, cfg.answer_format, cfg.system_prompt,
+                          cfg.completion_column)
     truncated = count_truncated(tokenizer, train, cfg.max_length)
     if truncated:
         print(f"WARNING: {truncated} of {len(train)} training examples exceed max_length={cfg.max_length} tokens "
