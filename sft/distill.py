@@ -109,8 +109,8 @@ def load_prompts(cfg: DistillConfig, split: str, max_samples: int | None) -> lis
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """Lower-cased word n-grams; a text shorter than n words is one n-gram of all its words.
 
-    >>> sorted(ngrams("What is 2 + 2?", 3))[:2]
-    [('2', '+', '2'), ('is', '2', '+')]
+    >>> sorted(ngrams("What is 2 + 2?", 5))
+    [('is', '2', '+', '2', '?'), ('what', 'is', '2', '+', '2')]
     >>> ngrams("Hi there", 8)
     {('hi', 'there')}
     """
