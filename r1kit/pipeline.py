@@ -65,7 +65,8 @@ STAGE_RECIPE = "stage.yaml"
 SUMMARY_FILE = "pipeline_summary.json"
 LOCK_FILE = ".r1kit_run.lock"
 SPEC_KEYS = ("stage", "name", "recipe", "launcher")
-MODEL_STAGES = ("pretrain", "sft", "grpo", "distill")  # stages whose output_dir holds a trained model
+MODEL_STAGES = ("pretrain", "sft", "grpo", "distill")  # stages that train a model
+MODEL_SUBDIR = {"distill": "student"}  # where in its folder a stage saves the model (default: the folder)
 # Fields that name paths without declaring `path=` in their config (eval's model list, report inputs).
 PATH_KINDS = {"tokenizer_name_or_path": "model", "model": "model", "results": "dir", "run_dir": "dir"}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_][\w.-]*)\}")
@@ -211,7 +212,7 @@ def _resolve_stage(pipe: Pipeline, i: int, spec: dict, name: str, dirs: dict[str
     if kind in MODEL_STAGES and "model_name_or_path" not in inline:
         earlier = [s for s in pipe.stages if s.kind in MODEL_STAGES]
         if earlier:
-            inline["model_name_or_path"] = str(earlier[-1].dir)
+            inline["model_name_or_path"] = str(earlier[-1].dir / MODEL_SUBDIR.get(earlier[-1].kind, ""))
     for key, value in inline.items():
         set_dotted(raw, key, value)
     raw = _substitute(raw, {"run": pipe.run_dir, **dirs}, source)

@@ -54,6 +54,12 @@ def test_folders_placeholders_and_model_chaining(tmp_path):
     assert [s.raw.get("resume_from_checkpoint") for s in pipe.stages] == [None, "auto", "auto", None]
 
 
+def test_a_stage_after_distill_starts_from_the_student(tmp_path):
+    pipe = load_pipeline(str(write_recipe(tmp_path, [
+        {"stage": "distill", "model_name_or_path": "s", "teacher_name_or_path": "t"}, {"stage": "grpo"}])))
+    assert pipe.stages[1].raw["model_name_or_path"] == str(tmp_path / "run" / "distill" / "student")
+
+
 def test_stage_recipe_file_plus_inline_keys_plus_cli_overrides(tmp_path):
     pipe = load_pipeline(str(write_recipe(tmp_path, [
         {"stage": "grpo", "recipe": str(ROOT / "recipes/tiny/grpo.yaml"), "max_steps": 7,
