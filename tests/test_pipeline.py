@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -140,19 +141,26 @@ def test_typo_in_last_stage_exits_2_before_the_first_stage_runs(tmp_path):
 def test_complete_stages_are_skipped_and_changed_ones_refused(tmp_path):
     """A real build-tiny stage: run, rerun (skipped, nothing rewritten), then change a key."""
     recipe = write_recipe(tmp_path, [{"stage": "build-tiny", "seed": 1}])
-    r = r1kit("run", recipe)
-    assert r.returncode == 0, r.stderr
+    pipe = load_pipeline(str(recipe))
+    validate(pipe)
+    shown = io.StringIO()
+    pipeline.run(pipe, Progress(len(pipe.stages), interval_s=0.5, stream=shown))  # the stage runs as a process
+    lines = shown.getvalue().splitlines()
+    assert lines[0].startswith("[r1kit run 1/1 tiny] starting:") and "build-tiny --out" in lines[0]
+    assert any("] running, stage 0m0" in line for line in lines[1:-1]), lines  # progress while it runs
+    assert lines[-1].startswith("[r1kit run 1/1 tiny] done in")
     run = tmp_path / "run"
     marker = json.loads((run / "tiny" / DONE_FILE).read_text())
     assert marker["stage"] == "build-tiny" and marker["config"]["seed"] == 1
     assert (run / "tiny" / "policy" / "config.json").is_file()
     summary = json.loads((run / pipeline.SUMMARY_FILE).read_text())
-    assert [s["status"] for s in summary["stages"]] == ["ran"] and "r1kit run finished" in r.stdout
+    assert [s["status"] for s in summary["stages"]] == ["ran"]
     weights = run / "tiny" / "policy" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
 
     r = r1kit("run", recipe)
     assert r.returncode == 0 and "complete, skipped" in r.stderr, r.stderr
+    assert "r1kit run finished" in r.stdout and "skipped (complete)" in r.stdout
     assert weights.stat().st_mtime_ns == mtime
 
     r = r1kit("run", recipe, "--tiny.seed", "2")
