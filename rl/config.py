@@ -11,12 +11,13 @@ from typing import Any, Literal
 
 from r1kit.config import arg
 from r1kit.configs import DataConfig, LoraConfig, ModelConfig, TrainConfig
+from r1kit.generation.config import EngineConfig
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "gspo")
 
 
 @dataclass(kw_only=True)
-class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
+class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig, EngineConfig):
     """Group Relative Policy Optimization with verifiable rewards (DeepSeekMath / DeepSeek-R1)."""
 
     # Batch: per_device_train_batch_size counts completions; G must divide each process's batch.

@@ -22,6 +22,7 @@ from r1kit.chat import encode_prompts as _encode
 from r1kit.config import to_dict
 from r1kit.errors import UserError
 from r1kit.generation import SamplingSettings, build_engine
+from r1kit.generation.config import engine_spec
 from rl.alarms import Alarms
 from rl.config import GRPOConfig
 from rl.losses import LossFn, LossSettings, get_loss
@@ -353,7 +354,8 @@ def setup_run(cfg: GRPOConfig) -> Run:
     scheduler = schedule(cfg, optimizer, max_steps * cfg.num_iterations, acc.num_processes)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     ref = acc.prepare_model(ref, evaluation_mode=True) if ref is not None else None
-    engine = build_engine(cfg.engine, acc.unwrap_model(model), tokenizer, all_done=_all_done(acc))
+    engine = build_engine(engine_spec(cfg, cfg.max_prompt_length + cfg.max_completion_length), acc.unwrap_model(model),
+                          tokenizer, all_done=_all_done(acc))
     settings = LossSettings(cfg.epsilon, cfg.clip_high, cfg.beta, cfg.max_completion_length)
     sampling = SamplingSettings(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k)
     tracker = Tracker(cfg.output_dir, cfg.report_to, to_dict(cfg), is_main=acc.is_main_process,

