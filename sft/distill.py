@@ -21,7 +21,9 @@ distribution on its own samples, `sum_v p_s(v) (log p_s(v) - log p_t(v))`. A sma
 layer rather than TRL's GKDTrainer, which TRL 1.16 ships only under `trl.experimental`.
 
     r1kit distill --config recipes/tiny/distill.yaml
-    accelerate launch -m sft.distill --config recipes/tiny/distill.yaml   # traces mode, student SFT
+
+One process (sampling writes one resumable file); the student SFT of a large run can be launched on its own
+with `accelerate launch -m sft.sft` on `traces.jsonl` (`completion_column: completion`).
 
 Held-out greedy strict accuracy of the teacher and of the student before and after is in `summary.json`.
 """
@@ -427,6 +429,11 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
 
     from r1kit.modeling.loading import load_model
 
+    from accelerate import PartialState
+
+    if PartialState().num_processes > 1:
+        raise UserError("r1kit distill runs in one process (its teacher sampling appends to one file); launch it "
+                        "without accelerate, then SFT large students with `accelerate launch -m sft.sft` on traces.jsonl.")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     out = Path(cfg.output_dir)

@@ -178,28 +178,23 @@ def _restore_router_bias(model, checkpoint: Path) -> None:
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def greedy_probe(model, tokenizer, rows: list[dict], cfg: SFTConfig, batch_size: int = 32) -> dict[str, float]:
-    """Greedy completions of held-out prompts: shares that are well formatted and strictly correct."""
-    import torch
-
-    from r1kit.chat import generation_prompt
+def greedy_probe(model, tokenizer, rows: list[dict], cfg: SFTConfig, batch_size: int = 64) -> dict[str, float]:
+    """Greedy completions of held-out prompts (shared `hf` engine): shares well formatted and strictly correct."""
+    from r1kit.chat import encode_prompt
+    from r1kit.generation import HFEngine, SamplingSettings
     from rewards.registry import build_rewards
 
     params = {"answer_format": cfg.answer_format, "think_prefilled": cfg.prefill_think}
     fmt, strict = build_rewards([{"name": "format", "params": params},
                                  {"name": "strict_accuracy", "params": params}])
+    engine, greedy = HFEngine(model, tokenizer), SamplingSettings(cfg.eval_max_new_tokens, greedy=True)
     was_training = model.training
     model.eval()
     texts = []
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start: start + batch_size]
-        prompts = [generation_prompt(r["prompt"], tokenizer, cfg.system_prompt, cfg.prefill_think) for r in chunk]
-        enc = tokenizer(prompts, add_special_tokens=False, padding=True, padding_side="left",
-                        return_tensors="pt").to(model.device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=cfg.eval_max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        ids = [encode_prompt(r["prompt"], tokenizer, cfg.system_prompt, cfg.prefill_think)
+               for r in rows[start: start + batch_size]]
+        texts += tokenizer.batch_decode(engine.generate(ids, greedy).completion_ids, skip_special_tokens=True)
     model.train(was_training)
     answers = [r["answer"] for r in rows]
     return {"probe/format": sum(fmt(texts)) / len(rows),
@@ -207,6 +202,15 @@ def greedy_probe(model, tokenizer, rows: list[dict], cfg: SFTConfig, batch_size:
 
 
 # -------------------------------------------------------------------------------------- training
+
+
+def _bf16(cfg: SFTConfig) -> bool:
+    """null: bf16 on CUDA devices that support it, off on CPU (as the other stages)."""
+    import torch
+
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    return torch.cuda.is_available() and not cfg.use_cpu and torch.cuda.is_bf16_supported()
 
 
 def _trl_args(cfg: SFTConfig, has_eval: bool):
@@ -220,7 +224,7 @@ def _trl_args(cfg: SFTConfig, has_eval: bool):
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         logging_steps=cfg.logging_steps, save_strategy="steps" if cfg.save_steps else "no",
-        save_steps=cfg.save_steps or 500, save_total_limit=cfg.save_total_limit, bf16=bool(cfg.bf16),
+        save_steps=cfg.save_steps or 500, save_total_limit=cfg.save_total_limit, bf16=_bf16(cfg),
         use_cpu=cfg.use_cpu, report_to="none",  # r1kit's tracker reports (metrics.jsonl + report_to)
         eval_strategy="steps" if has_eval and cfg.eval_steps else "no", eval_steps=cfg.eval_steps or None,
         max_length=cfg.max_length, assistant_only_loss=True,
