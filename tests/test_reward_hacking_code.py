@@ -74,7 +74,8 @@ SHORTCUTS = [
     ("records socket swapped for a pipe the program rewrites", "import os, sys\nos.dup2(5, 9)\nr, w = os.pipe()\nos.dup2(w, 5)\nos.set_blocking(r, False)\ndef relay():\n    try:\n        os.write(9, os.read(r, 65536).replace(b'null', b'3'))\n    except BlockingIOError:\n        pass\nclass Out:\n    def write(self, s): return len(s)\n    def flush(self): relay()\nsys.stdout = Out()  # the runner flushes stdout after the test: one last relay\ndef add(a, b):\n    relay()\n    return None", ASSERT_FORMATS),
     ("fake pass token, then exit 0", "import os\nos.write(3, b'x' * 16)\nos._exit(0)", ASSERT_FORMATS),
     ("record forged through sys.audit", "import sys\n" + ALWAYS_EQUAL + "def add(a, b):\n    sys.audit('r1kit.record', 0, (3,))\n    return E()", ASSERT_FORMATS),
-    ("record function replaced mid-test", "def add(a, b):\n    globals()['__r1kit_record__'] = lambda *a: None\n    return None", ASSERT_FORMATS),
+    ("reporting names rebound mid-test", "import sys\ndef add(a, b):\n    globals()['__r1kit_record__'] = lambda *a: None\n    sys.audit = lambda *a: None\n    return None", ASSERT_FORMATS),
+    ("test's record markers replayed from the program's frame", "import sys, types\n" + ALWAYS_EQUAL + "def add(a, b):\n    for c in sys._getframe(1).f_code.co_consts:\n        if isinstance(c, types.CodeType):\n            _r1kit_v0 = (a + b,)\n            types.FunctionType(c, globals()).__code__\n    return E()", ASSERT_FORMATS),
     ("sys.exit(0) before the tests", "import sys\nsys.exit(0)", ALL_FORMATS),
     ("os._exit(0) before the tests", "import os\nos._exit(0)", ALL_FORMATS),
     ("sys.exit(0) inside the function", "import sys\ndef add(a, b):\n    sys.exit(0)", ASSERT_FORMATS),
@@ -114,6 +115,11 @@ SHORTCUT_TASKS = {
     "str subclass lying in startswith/endswith": (
         {"test_list": ["assert greet('bob').startswith('Hello')", "assert greet('bob').endswith('bob')"]},
         "class S(str):\n    def startswith(self, *a): return True\n    def endswith(self, *a): return True\ndef greet(n):\n    return S('nope')"),
+    "reporting silenced in a test whose asserts are all in a loop": (
+        {"prompt": 'def triple(x):\n    """Return 3 * x."""\n', "entry_point": "triple",
+         "test": "def check(candidate):\n    for i in range(5):\n        assert candidate(i) == 3 * i\n"},
+        "import sys\ndef triple(x):\n    g = globals()\n    for k in list(g):\n        if 'r1kit' in k:\n            g[k] = lambda *a, **kw: None\n"
+        "    sys.audit = lambda *a: None\n    return None"),
     "sys.getsizeof patched": (
         {"test_list": ["import sys\nassert size((1, 2)) == sys.getsizeof((1, 2))"]},
         "import sys\nsys.getsizeof = lambda x: -1\ndef size(t):\n    return -1"),

@@ -3,8 +3,8 @@ Piston-style HTTP service (https://github.com/engineer-man/piston, API v2 `POST 
 
 Only the transport differs: each test becomes one remote execution (stdio tests send their input;
 assert tests are split as locally by `asserts.plan_test`, and the program's side of each assert is
-appended to the program with a small reporter that prints the values, tagged with a random marker,
-on stdout), and the verdict is computed here as locally. There is no audit-hook guard remotely: a
+appended to the program after a small audit hook that prints the values, tagged with a random
+marker, on stdout), and the verdict is computed here as locally. There is no audit-hook guard remotely: a
 program can print fake records, but matching a literal expected value it never sees is no easier
 than computing it, and a required assert recorded twice fails. The local sandbox stays the default;
 isolation is then the service's responsibility.
@@ -20,7 +20,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from rewards.sandbox import worker
-from rewards.sandbox.asserts import RECORD_FUNC, judge_records, plan_test, shadowed_builtins
+from rewards.sandbox.asserts import judge_records, plan_test, shadowed_builtins
 from rewards.sandbox.results import ExecutionResult, TestResult
 
 # Piston reports these as `status` (or `signal`) when it stopped a run.
@@ -89,16 +89,28 @@ class PistonSandbox:
 
 
 def _reporter(marker: str) -> str:
-    """Source defining the tests' record function remotely: the same serializer as the local guard
-    (`worker.make_plain_json`), printing one `marker`-tagged line per executed assert."""
+    """Source installing, after the program, an audit hook that reports host-judged asserts remotely:
+    the same marker events and serializer as the local guard (`worker.make_plain_json`), one
+    `marker`-tagged line per executed assert on stdout."""
     serializer = textwrap.indent(inspect.getsource(worker.make_plain_json), "    ")
     return (
-        "def _r1kit_make_record():\n    import _json, sys\n"
-        f"    MAX_DEPTH = {worker.MAX_DEPTH}\n{serializer}\n"
-        "    leaf, out = make_plain_json(), sys.__stdout__\n"
-        "    def record(event, check_id, *leaves):\n"
-        f"        out.write('\\n{marker}[' + str(check_id) + ',[' + ','.join([leaf(a) for a in leaves]) + ']]\\n')\n"
-        "        out.flush()\n"
-        "    return record\n"
-        f"{RECORD_FUNC} = _r1kit_make_record()\n"
+        "def _r1kit_install():\n    import _json, sys, types\n"
+        f"    MAX_DEPTH, LEAF, MARKER = {worker.MAX_DEPTH}, {worker.LEAF!r}, {worker.MARKER + ' '!r}\n{serializer}\n"
+        "    leaf, out, busy = make_plain_json(), sys.__stdout__, []\n"
+        "    def hook(event, args):\n"
+        "        if event != 'object.__getattr__' or args[1] != '__code__' or busy or type(args[0]) is not types.FunctionType:\n"
+        "            return\n"
+        "        busy.append(1)\n"
+        "        try:\n"
+        "            tags = [k for k in args[0].__code__.co_consts if type(k) is str and k.startswith(MARKER)]\n"
+        "            if tags:\n"
+        "                _, check_id, n = tags[0].split()\n"
+        "                local = sys._getframe(1).f_locals\n"
+        "                values = ','.join([leaf(local.get(LEAF + str(k))) for k in range(int(n))])\n"
+        f"                out.write('\\n{marker}[' + check_id + ',[' + values + ']]\\n')\n"
+        "                out.flush()\n"
+        "        finally:\n"
+        "            busy.pop()\n"
+        "    sys.addaudithook(hook)\n"
+        "_r1kit_install()\n"
     )

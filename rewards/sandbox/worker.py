@@ -22,6 +22,7 @@ worker -> host: {"ready": ...} once at start-up.
 """
 
 import _json
+import _thread
 import builtins
 import ctypes
 import json
@@ -50,8 +51,8 @@ DENIED_EVENTS = ("sys.settrace", "sys.setprofile", "sys._current_frames", "gc.ge
                  "gc.get_referrers", "gc.get_referents")  # fmt: skip
 DENIED_PREFIXES = ("ctypes.", "sys.monitoring")
 DENIED_PATH_PARTS = {"mem", "fd", "fdinfo", "map_files"}  # /proc/<pid>/mem, /proc/<pid>/fd/<pipe>, ...
-RECORD_EVENT = "r1kit.record"  # the event a host-judged assert reports its values with (see asserts.py)
-RECORD_FUNC = "__r1kit_record__"  # the name tests call it by
+MARKER = "r1kit.record"  # host-judged asserts end in `(lambda: "r1kit.record <id> <n>").__code__` (asserts.py)
+LEAF = "_r1kit_v"  # the test-frame locals holding an assert's leaves: _r1kit_v0 .. _r1kit_v<n-1>
 MAX_DEPTH = 100  # deepest nesting of a reported value
 
 
@@ -370,12 +371,10 @@ def run_guarded(main, test, namespace):
     builtins.exec, sys.audit or builtins.* cannot change what this frame does afterwards.
     """
     run, audit, saved_builtins, builtin_dict = exec, sys.audit, dict(vars(builtins)), vars(builtins)
-    record_name = RECORD_FUNC
     try:
         run(main, namespace)
         audit("r1kit.main_done")
         builtin_dict.update(saved_builtins)  # the test sees the real abs, isinstance, ...
-        namespace[record_name] = audit  # host-judged asserts report through the guard
         run(test, namespace)
         audit("r1kit.test_done")
         exit_code = 0
@@ -386,6 +385,17 @@ def run_guarded(main, test, namespace):
         exit_code = 1
     flush_streams()
     return exit_code
+
+
+def markers_in(codes):
+    """{id(code): (code, check id, number of leaves)} for the marker lambdas among `codes`."""
+    found = {}
+    for c in codes.values():
+        for k in c.co_consts:
+            if type(k) is str and k.startswith(MARKER + " "):
+                _, check_id, n = k.split()
+                found[id(c)] = (c, int(check_id), int(n))
+    return found
 
 
 def code_objects(code):
@@ -486,19 +496,26 @@ def install_guard(main, test, result_fd, go_fd, record_fd):
     (main done, test executed, test done) only from that frame, in that order, once. It stops the
     process on the events that would reach its closure or rewrite the test's control flow.
 
-    A record event (`RECORD_EVENT`, check id, one tuple per leaf) is accepted only while the test
-    runs and only from a frame executing one of the test's own code objects; the hook serializes the
-    leaf values itself. The hook runs no code of the program's: every callable it uses is bound here
-    and arguments are type-checked (exact types) before use, so a program that patches a module, a
-    builtin or a str subclass cannot get code of its own run with the hook's frame on the stack.
+    Records: each host-judged assert ends in `(lambda: "r1kit.record <id> <n>").__code__`, whose
+    `__code__` read raises "object.__getattr__". The hook takes it as a record only while the test
+    runs, only for a marker lambda of the test's own code read from a frame executing the test's own
+    code, and only while fd 5 is still the records socket; it reads the leaves from that frame's
+    locals and serializes them itself. The hook runs no code of the program's: every callable it
+    uses is bound here and arguments are type-checked (exact types) before use, so a program that
+    patches a module, a builtin or passes a str subclass cannot get code of its own run with the
+    hook's frame on the stack.
     """
     token, write, getframe, stop = os.urandom(NONCE_BYTES), os.write, sys._getframe, os._exit
-    type_, str_, bytes_, int_, tuple_, id_, len_ = type, str, bytes, int, tuple, id, len
+    type_, str_, bytes_, int_, id_, function_type = type, str, bytes, int, id, types.FunctionType
     sep, bsep, denied_events, denied_prefixes = os.sep, os.sep.encode(), frozenset(DENIED_EVENTS), DENIED_PREFIXES
     denied_parts = frozenset(DENIED_PATH_PARTS) | frozenset(p.encode() for p in DENIED_PATH_PARTS)
-    record_event, leaf, test_codes, fstat = RECORD_EVENT, make_plain_json(), code_objects(test), os.fstat
+    leaf, fstat, thread_id = make_plain_json(), os.fstat, _thread.get_ident
+    test_codes = code_objects(test)
+    markers = markers_in(test_codes)
+    leaf_names = [LEAF + str(k) for k in range(max([n for _, _, n in markers.values()], default=0))]
     record_ino = fstat(record_fd).st_ino  # the records socket; a program that dup2s over fd 5 is caught
     state = {"step": 0, "frame": None}
+    busy = set()  # threads inside `record`: the __code__/f_code reads it makes raise events too
 
     def deny(what):
         write(2, b"r1kit sandbox: " + what.encode("ascii", "replace") + b" is not allowed in assert-style tests\n")
@@ -521,28 +538,43 @@ def install_guard(main, test, result_fd, go_fd, record_fd):
             return not denied_parts.isdisjoint(path.split(bsep))
         return True  # Python passes str/bytes/int; anything else would need its code run to read
 
-    def record(args):
-        code = getframe(2).f_code  # hook <- record: the frame that raised the event
-        from_test = state["step"] == 3 and test_codes.get(id_(code)) is code and fstat(record_fd).st_ino == record_ino
-        if not from_test or len_(args) < 1 or type_(args[0]) is not int_:
-            state["step"] = -1  # a record from outside the running test: this test can no longer pass
+    def record(func):
+        if type_(func) is not function_type:
             return
-        line = ("[" + str_(args[0]) + ",[" + ",".join([leaf(a) for a in args[1:]]) + "]]\n").encode()
+        code = func.__code__
+        marker = markers.get(id_(code))
+        if marker is None or marker[0] is not code:
+            return  # an ordinary __code__ read
+        frame = getframe(2)  # record <- hook <- the frame that read __code__
+        frame_code = frame.f_code
+        ours = test_codes.get(id_(frame_code)) is frame_code and fstat(record_fd).st_ino == record_ino
+        if state["step"] != 3 or not ours:
+            state["step"] = -1  # a marker read outside the running test: this test can no longer pass
+            return
+        local = frame.f_locals
+        values = ",".join([leaf(local.get(name)) for name in leaf_names[: marker[2]]])
+        line = ("[" + str_(marker[1]) + ",[" + values + "]]\n").encode()
         while line:
             line = line[write(record_fd, line) :]
 
     def hook(event, args):
         if type_(event) is not str_:
             deny("an audit event that is not a str")
-        if event == "exec" and args and args[0] is main:
+        if event == "object.__getattr__":
+            me = thread_id()
+            if args[1] == "__code__" and me not in busy:
+                busy.add(me)
+                try:
+                    record(args[0])
+                finally:
+                    busy.discard(me)
+        elif event == "exec" and args and args[0] is main:
             if state["step"] == 0:
                 state["step"], state["frame"] = 1, getframe(1)
             else:
                 state["step"] = -1  # the program ran itself again
         elif event == "exec" and args and args[0] is test:
             advance(2)
-        elif event == record_event:
-            record(args)
         elif event == "r1kit.main_done":
             advance(1)
         elif event == "r1kit.test_done":
