@@ -506,7 +506,7 @@ def install_guard(main, test, result_fd, go_fd, record_fd):
     hook's frame on the stack.
     """
     token, write, getframe, stop = os.urandom(NONCE_BYTES), os.write, sys._getframe, os._exit
-    type_, str_, bytes_, int_, id_, function_type = type, str, bytes, int, id, types.FunctionType
+    type_, str_, bytes_, int_, id_, len_, function_type = type, str, bytes, int, id, len, types.FunctionType
     sep, bsep, denied_events, denied_prefixes = os.sep, os.sep.encode(), frozenset(DENIED_EVENTS), DENIED_PREFIXES
     denied_parts = frozenset(DENIED_PATH_PARTS) | frozenset(p.encode() for p in DENIED_PATH_PARTS)
     leaf, fstat, thread_id = make_plain_json(), os.fstat, _thread.get_ident
@@ -562,7 +562,8 @@ def install_guard(main, test, result_fd, go_fd, record_fd):
             deny("an audit event that is not a str")
         if event == "object.__getattr__":
             me = thread_id()
-            if args[1] == "__code__" and me not in busy:
+            # sys.audit lets a program raise this event with objects of its own: type-check first.
+            if len_(args) == 2 and type_(args[1]) is str_ and args[1] == "__code__" and me not in busy:
                 busy.add(me)
                 try:
                     record(args[0])
