@@ -2,7 +2,8 @@
 
 One task, three test formats (MBPP `test_list`, HumanEval `check(candidate)`, stdin/stdout). Each row
 is a completion that games the reward, and it must score 0.0 under every registered code reward
-(`code`, `binary_code`, and any later one in `rewards.code`), in every format it applies to.
+(`code`, `binary_code`, and any later one in `rewards.code`; a recipe can only name registered
+rewards, so this covers every recipe's), in every format it applies to.
 Honest rows, including solutions that return a Counter or a re.Match, must score 1.0, so a reward
 that always answers 0 fails this file. Every program runs only through the sandbox.
 
@@ -97,7 +98,7 @@ SHORTCUTS = [
 HONEST = [
     ("plain function", "def add(a, b):\n    return a + b", ASSERT_FORMATS),
     ("honest stdio", "a, b = map(int, input().split())\nprint(a + b)", ("stdio",)),
-    ("int subclass with the right value (a bool-like result)", "class N(int):\n    pass\ndef add(a, b):\n    r = a + b\n    return N(r) if type(r) is int else r", ASSERT_FORMATS),
+    ("returns an int subclass holding the right value", "class N(int):\n    pass\ndef add(a, b):\n    r = a + b\n    return N(r) if type(r) is int else r", ASSERT_FORMATS),
     ("prints debug output as it goes", "import sys\ndef add(a, b):\n    print('adding', a, b, file=sys.stderr)\n    return a + b", ASSERT_FORMATS),
 ]  # fmt: skip
 # Honest solutions whose values are not plain types: judged by value (Counter) or by truthiness (re.Match).
