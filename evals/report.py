@@ -210,7 +210,8 @@ def plot_lengths(entries: list[dict], bench: str, path: Path) -> Path | None:
 # Training-curve panels: (title, which metric keys go in it). Keys that match no panel are not drawn.
 _PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("reward (total and per function)", lambda k: k == "reward" or k.startswith("rewards/")),
-    ("accuracy (train and held-out)", lambda k: "accuracy" in k),
+    # The accuracy reward's mean is already in the reward panel.
+    ("accuracy (train and held-out)", lambda k: "accuracy" in k and not k.startswith("rewards/")),
     ("completion length (tokens)", lambda k: k == "completion_length"),
     ("truncated share", lambda k: k == "truncated"),
     ("KL to reference", lambda k: k == "kl" or k.endswith("/kl")),
@@ -235,8 +236,21 @@ def training_panels(rows: list[dict]) -> list[tuple[str, list[str]]]:
     return [(title, ks) for title, ks in panels if ks]
 
 
+def rolling_mean(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (shorter at the start).
+
+    >>> rolling_mean([1.0, 3.0, 5.0, 7.0], 2)
+    [1.0, 2.0, 4.0, 6.0]
+    """
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_training(rows: list[dict], path: Path) -> Path | None:
-    """One small panel per metric group against the optimizer step."""
+    """One small panel per metric group against the optimizer step (raw values faint, rolling mean solid)."""
     panels = training_panels(rows)
     if not panels:
         return None
@@ -249,9 +263,13 @@ def plot_training(rows: list[dict], path: Path) -> Path | None:
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and "step" in r]
             if not pts:
                 continue
-            sparse = len(pts) < 0.5 * len(rows)  # eval metrics: a few points, drawn with markers
-            ax.plot(*zip(*pts), "o-" if sparse else "-", ms=3, lw=1.2, color=_COLORS[i % len(_COLORS)],
-                    label=key.removeprefix("rewards/").removeprefix("moe/"))  # fmt: skip
+            color, label = _COLORS[i % len(_COLORS)], key.removeprefix("rewards/").removeprefix("moe/")
+            steps, values = zip(*pts)
+            if len(pts) < 0.5 * len(rows):  # eval metrics: a few points, drawn with markers
+                ax.plot(steps, values, "o-", ms=3, lw=1.2, color=color, label=label)
+            else:  # per-step metrics are noisy: faint raw values under their rolling mean
+                ax.plot(steps, values, "-", lw=0.8, alpha=0.3, color=color)
+                ax.plot(steps, rolling_mean(list(values), max(1, len(values) // 20)), "-", lw=1.5, color=color, label=label)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -424,7 +442,7 @@ def _html_block(block: tuple) -> str:
             if s["gold"] is not None else f"sandbox: <code>{html.escape(str(s['status']))}</code>")  # fmt: skip
     err = f"<pre>{html.escape(s['stderr'])}</pre>" if s.get("stderr") else ""
     return (f'<div class="sample{"" if s["ok"] else " bad"}"><h4>{html.escape(s["title"])}</h4><div class="meta">{meta}</div>'
-            f'<details><summary>prompt</summary><pre>{html.escape(s["prompt"])}</pre></details>'
+            f'<details{" open" if len(s["prompt"]) < 300 else ""}><summary>prompt</summary><pre>{html.escape(s["prompt"])}</pre></details>'
             f'<pre>{html.escape(s["completion"])}</pre>{err}</div>')  # fmt: skip
 
 
