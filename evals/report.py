@@ -295,8 +295,8 @@ def summary_blocks(entries: list[dict], benches: list[str], plot_dir: Path) -> l
         cells = [pass1_cell(e["results"].get(b)) for e in entries]
         deltas = [delta_cell(e["results"].get(b), entries[0]["results"].get(b)) for e in entries[1:]]
         rows.append([b, *cells, *deltas])
-    blocks: list[tuple] = [("h2", "Summary"), ("p", "pass@1 in percent ± one standard error over items; "
-                           "Δ in points ± the standard error of the difference."), ("table", headers, rows)]
+    note = "pass@1 in percent ± one standard error over items; Δ in points ± the standard error of the difference."
+    blocks: list[tuple] = [("h2", "Summary"), ("p", note), ("table", headers, rows)]
     blocks.append(("img", plot_pass1(entries, benches, plot_dir / "pass1.png"), "pass@1 per benchmark (error bars: 1 s.e.)"))
     return blocks
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-import evals.generate as generate
+from evals import generate
 from evals.evaluate import main as eval_main
 from evals.report import fmt, write_report
 from r1kit.errors import UserError
@@ -181,3 +181,15 @@ def test_training_checkpoint_folders_are_evaluated_by_their_model(tiny_dir, tmp_
     assert info["model"] == str(ckpt / "model") and (out / "student" / "results.json").is_file()
     with pytest.raises(UserError, match="model"):
         eval_main(["--model", str(tmp_path / "grpo"), "--output", str(out), *TINY])  # a run folder, not a model
+
+
+@pytest.mark.vllm
+def test_generation_through_the_vllm_engine(tiny_dir, tmp_path):
+    """`.venv-vllm/bin/python -m pytest -m vllm tests/test_evals_report.py`: the same evaluation on vLLM."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "o"
+    assert eval_main(["--model", str(tiny_dir / "student"), "--engine", "vllm", "--output", str(out), *TINY]) == 0
+    m = json.loads((out / "results.json").read_text())["synthetic:arithmetic"]
+    assert m["num_items"] == 3 and m["num_samples"] == 2 and m["length_tokens_max"] <= 6
+    gens = [json.loads(x) for x in (out / "generations" / "synthetic_arithmetic.jsonl").read_text().splitlines()]
+    assert all(len(g["completions"]) == 2 and len(g["truncated"]) == 2 for g in gens)
