@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return report_cli(argv[1:])
     if "-h" in argv or "--help" in argv:
+        print("usage: r1kit eval [--config RECIPE.yaml] [--key value ...]\n"
+              "       r1kit eval report --results DIR [DIR ...] --output DIR   (r1kit eval report --help)\n")
         print(__doc__.strip() + "\n\nkeys (in a recipe or as --key value; --model/--benchmark take several values):")
         print(config_help(EvalConfig))
         return 0
