@@ -4,6 +4,7 @@ HumanEval and MBPP passing (and broken versions failing) through the real sandbo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -120,3 +121,25 @@ def _sabotage(row: dict) -> str:
     name = row["test_list"][0].split("assert", 1)[1].strip().lstrip("(").split("(")[0].strip()
     name = name.replace("not ", "").replace("set", "").strip("( ")
     return f"def {name}(*args, **kwargs):\n    return object()"
+
+
+_ALWAYS_EQUAL = (
+    "class E:\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n"
+    "    def __sub__(self, o): return self\n    __rsub__ = __sub__\n    def __abs__(self): return self\n"
+    "    def __lt__(self, o): return True\n    __hash__ = object.__hash__\n"
+)
+
+
+@pytest.mark.slow
+@needs_sandbox
+def test_an_object_whose_eq_always_answers_true_passes_no_benchmark_task(data_dir):
+    """Judged in the program's process, this object passed 157/164 HumanEval and 391/427 MBPP tasks."""
+    rows = _jsonl(data_dir / "humaneval" / "test.jsonl")
+    cheats = [fenced(f"{_ALWAYS_EQUAL}def {r['entry_point']}(*a, **k):\n    return E()") for r in rows]
+    columns = {k: [r[k] for r in rows] for k in ("prompt", "test", "entry_point")}
+    assert sum(binary_code_reward(cheats, timeout=2, **columns)) == 0
+    rows = _jsonl(data_dir / "mbpp" / "mbpp_sanitized.jsonl")
+    names = [re.search(r"def\s+(\w+)\s*\(", r["code"]).group(1) for r in rows]
+    cheats = [fenced(f"{_ALWAYS_EQUAL}def {name}(*a, **k):\n    return E()") for name in names]
+    columns = {"test_list": [r["test_list"] for r in rows], "test_imports": [r["test_imports"] for r in rows]}
+    assert sum(binary_code_reward(cheats, timeout=2, **columns)) == 0
