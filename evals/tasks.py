@@ -46,15 +46,18 @@ class EvalTask:
     id_field: str
     template: str
     answer_format: str = "boxed"  # where a math completion's answer is read (strict rules)
+    # The id of a row that lacks `id_field` (hub copies without the local files' id column), from its
+    # position in source order: the local files were numbered the same way (see their READMEs).
+    positional_id: str | None = None
 
 
 TASKS: dict[str, EvalTask] = {
     t.name: t
     for t in [
-        EvalTask("gsm8k", "math", "id", R1_MATH),
+        EvalTask("gsm8k", "math", "id", R1_MATH, positional_id="gsm8k-{split}-{index:05d}"),
         EvalTask("math500", "math", "unique_id", R1_MATH),
         EvalTask("aime24", "math", "id", R1_MATH),
-        EvalTask("aime25", "math", "id", R1_MATH),
+        EvalTask("aime25", "math", "id", R1_MATH, positional_id="{index}"),
         EvalTask("humaneval", "code", "task_id", HUMANEVAL),
         EvalTask("mbpp", "code", "task_id", MBPP),
     ]
@@ -106,12 +109,21 @@ def load_task_rows(task: EvalTask, *, split: str = "test", data: str | None = No
         rows = load_benchmark(task.name, split, bad_rows="error")
     rows = rows[:max_samples] if max_samples else rows
     out = []
-    for row in rows:
-        row = dict(row, id=str(row[task.id_field]))
+    for index, row in enumerate(rows):
+        row = dict(row, id=_row_id(task, row, index, split))
         row["message"] = render(task, row, template)
         out.append(row)
     _check_unique_ids(out, task)
     return out
+
+
+def _row_id(task: EvalTask, row: dict, index: int, split: str) -> str:
+    if row.get(task.id_field) is not None:
+        return str(row[task.id_field])
+    if task.positional_id is None:
+        raise UserError(f"{task.name}: row {index + 1} has no id field '{task.id_field}' (fields: {', '.join(row)}); "
+                        f"give --id_field the name of the field that identifies each item.")
+    return task.positional_id.format(split=split, index=index)
 
 
 def _check_unique_ids(rows: list[dict], task: EvalTask) -> None:

@@ -16,9 +16,9 @@ import pytest
 
 from evals.evaluate import main as eval_main
 from evals.metrics import maj_at_k, mean_and_stderr, pass_at_k, summarize
-from rewards.judge import score_code, score_math, vote_key
 from evals.tasks import get_task, load_task_rows
 from r1kit.errors import UserError
+from rewards.judge import score_code, score_math, vote_key
 
 # ------------------------------------------------------------------------------------ metrics
 
@@ -251,3 +251,14 @@ def test_custom_code_file(tmp_path):
     out = tmp_path / "o"
     eval_main(["--predictions", str(preds), "--data", str(data), "--task", "code", "--output", str(out)])
     assert json.loads((out / "results.json").read_text())["custom:tasks"]["pass@1"] == 0.5
+
+
+def test_hub_rows_without_the_id_column_get_the_local_files_ids(data_dir, monkeypatch):
+    import evals.tasks as tasks
+
+    local = load_task_rows(get_task("gsm8k"), max_samples=3)
+    hub_like = [{"question": r["question"], "answer": r["answer"], "prompt": r["prompt"]} for r in local]
+    monkeypatch.setattr(tasks, "load_benchmark", lambda name, split, bad_rows: hub_like)
+    assert [r["id"] for r in load_task_rows(get_task("gsm8k"))] == [r["id"] for r in local]
+    with pytest.raises(UserError, match="no id field 'unique_id'"):
+        load_task_rows(get_task("math500"))
