@@ -174,6 +174,8 @@ def score_only(cfg: EvalConfig) -> list[tuple[str, Path]]:
     write_outputs(out, task, metrics, items)
     label = Path(cfg.predictions).stem
     print_metrics(label, task, metrics)
+    info = {"predictions": cfg.predictions, "label": label, "config": to_dict(cfg)}
+    _atomic_write(out / "run_info.json", json.dumps(info, indent=2))
     return [(label, out)]
 
 
