@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from evals.metrics import mean_and_stderr
 from r1kit.errors import UserError
 
 PERCENT_PREFIXES = ("pass@", "maj@", "format_rate", "truncation_rate")
@@ -86,9 +87,25 @@ def pass1_cell(metrics: dict | None) -> str:
     return f"{fmt('pass@1', metrics['pass@1'])} ± {fmt('pass@1_stderr', metrics['pass@1_stderr'])}"
 
 
-def delta_cell(metrics: dict | None, base: dict | None) -> str:
-    """Change of pass@1 against the baseline in points, with the standard error of the difference
-    (independent samples: sqrt(se_a^2 + se_b^2)).
+def paired_stderr(items: list[dict], base_items: list[dict]) -> float | None:
+    """Standard error of the mean per-item difference of pass@1 shares when both ran the same items
+    (a paired comparison: item difficulty cancels, so it is tighter than the unpaired error); else None.
+
+    >>> a = [{"id": i, "correct": [c]} for i, c in enumerate([True, True, False, True])]
+    >>> b = [{"id": i, "correct": [c]} for i, c in enumerate([True, False, False, True])]
+    >>> round(paired_stderr(a, b), 4), paired_stderr(a, b[:3])
+    (0.25, None)
+    """
+    share = lambda it: sum(it["correct"]) / len(it["correct"])
+    mine, theirs = {it["id"]: share(it) for it in items}, {it["id"]: share(it) for it in base_items}
+    if not mine or mine.keys() != theirs.keys():
+        return None
+    return mean_and_stderr([mine[i] - theirs[i] for i in mine])[1]
+
+
+def delta_cell(metrics: dict | None, base: dict | None, paired_se: float | None = None) -> str:
+    """Change of pass@1 against the baseline in points, with the standard error of the difference: the
+    paired one when given (same items), else that of independent samples, sqrt(se_a^2 + se_b^2).
 
     >>> delta_cell({"pass@1": 0.6, "pass@1_stderr": 0.03}, {"pass@1": 0.5, "pass@1_stderr": 0.04})
     '+10.0 ± 5.0'
@@ -100,7 +117,7 @@ def delta_cell(metrics: dict | None, base: dict | None) -> str:
     if metrics.get("num_items") != base.get("num_items"):
         return "n/a (other items)"  # a subset or another split: the difference would not be a model effect
     diff = 100 * (metrics["pass@1"] - base["pass@1"])
-    se = 100 * math.hypot(metrics["pass@1_stderr"], base["pass@1_stderr"])
+    se = 100 * (paired_se if paired_se is not None else math.hypot(metrics["pass@1_stderr"], base["pass@1_stderr"]))
     return f"{diff:+.1f} ± {se:.1f}"
 
 
@@ -293,9 +310,13 @@ def summary_blocks(entries: list[dict], benches: list[str], plot_dir: Path) -> l
     rows = []
     for b in benches:
         cells = [pass1_cell(e["results"].get(b)) for e in entries]
-        deltas = [delta_cell(e["results"].get(b), entries[0]["results"].get(b)) for e in entries[1:]]
+        base = entries[0]
+        deltas = [delta_cell(e["results"].get(b), base["results"].get(b),
+                             paired_stderr(e["details"].get(b) or [], base["details"].get(b) or []))
+                  for e in entries[1:]]  # fmt: skip
         rows.append([b, *cells, *deltas])
-    note = "pass@1 in percent ± one standard error over items; Δ in points ± the standard error of the difference."
+    note = ("pass@1 in percent ± one standard error over items; Δ in points ± the standard error of the "
+            "per-item difference (paired: both models on the same items).")
     blocks: list[tuple] = [("h2", "Summary"), ("p", note), ("table", headers, rows)]
     blocks.append(("img", plot_pass1(entries, benches, plot_dir / "pass1.png"), "pass@1 per benchmark (error bars: 1 s.e.)"))
     return blocks
