@@ -41,8 +41,11 @@ def _split(source: str, shadowed: frozenset = frozenset()) -> list[tuple[list[st
         ("import sys\nassert size(t) == sys.getsizeof((1, 2))", ["size(t)"], "_r1kit_v0 == sys.getsizeof((1, 2))"),
         # A name the test binds is the test's, not the host's builtin (HumanEval/38).
         ("str = 'ab'\nassert f(str) == str", ["f(str)", "str"], "_r1kit_v0 == _r1kit_v1"),
-        # A generator cannot be reported: such an assert fails (docs/sandbox.md; none in HumanEval/MBPP).
-        ("assert all(f(x) == 1 for x in xs)", ["(f(x) == 1 for x in xs)"], "all(_r1kit_v0)"),
+        # all()/any() over a comprehension: one row of leaves per element, the element judged on the host.
+        ("assert all(f(x) == x for x in xs if x)", ["[(f(x), x) for x in xs if x]"],
+         "all((_r1kit_row[0] == _r1kit_row[1] for _r1kit_row in _r1kit_v0))"),
+        ("assert not any([g(s) for s in 'ab'])", ["[(True if g(s) else False,) for s in 'ab']"],
+         "not any((_r1kit_row[0] for _r1kit_row in _r1kit_v0))"),
     ],
 )  # fmt: skip
 def test_split(source, leaves, host):
@@ -99,6 +102,20 @@ def test_judge_records(records, status):
 )
 def test_values_cannot_make_the_host_compute_forever(source, value):
     assert judge_records(plan_test(source), f"[0,[[{value}]]]\n")[0] == "wrong_answer"
+
+
+@pytest.mark.parametrize(
+    "rows,status",
+    [
+        ('["l",[["t",[1,1]],["t",[2,2]]]]', "ok"),
+        ('["l",[["t",[1,1]],["t",[2,3]]]]', "wrong_answer"),
+        ('["l",[]]', "ok"),  # all() of nothing, as in Python
+        ('["l",[["l",[1,1]]]]', "wrong_answer"),  # rows must be tuples
+        ('["t",[]]', "wrong_answer"),
+    ],
+)
+def test_all_over_comprehension_rows(rows, status):
+    assert judge_records(plan_test("assert all(f(x) == x for x in xs)"), f"[0,[[{rows}]]]\n")[0] == status
 
 
 def test_decoded_values_keep_their_types():

@@ -57,6 +57,7 @@ from functools import lru_cache
 
 MARKER = "r1kit.record"  # prefix of the marker lambda's constant: "r1kit.record <id> <number of leaves>"
 _LEAF = "_r1kit_v"
+_ROW = "_r1kit_row"  # one element's leaves in a host-side all()/any() over a comprehension
 _MAX_REPEAT = 10_000_000  # longest sequence `seq * n` the host builds
 _MAX_POW_BITS = 1 << 16  # largest int `a ** b` the host computes
 
@@ -171,9 +172,10 @@ class _Splitter:
     (HumanEval/38's test has a variable `str`; MBPP/126's function under test is `sum`).
     """
 
-    def __init__(self, bound: frozenset[str]):
+    def __init__(self, bound: frozenset[str], row: bool = False):
         self.leaves: list[ast.expr] = []
         self.bound = bound
+        self.row = row  # leaves of a comprehension's element: referenced as `_r1kit_row[k]`
 
     def host_name(self, node: ast.expr) -> bool:
         name = _dotted(node)
@@ -186,7 +188,25 @@ class _Splitter:
         if truth:
             node = ast.IfExp(test=node, body=ast.Constant(True), orelse=ast.Constant(False))
         self.leaves.append(node)
+        if self.row:
+            return ast.Subscript(ast.Name(_ROW, ast.Load()), ast.Constant(len(self.leaves) - 1), ast.Load())
         return ast.Name(id=f"{_LEAF}{len(self.leaves) - 1}", ctx=ast.Load())
+
+    def each(self, node: ast.Call, truth: bool) -> ast.expr:
+        """`all(E for x in xs if c)` (or any, or a list comprehension): the sandbox reports one row of
+        E's leaves per element, `[(leaf, ...) for x in xs if c]`, and the host applies E to each row."""
+        comp = node.args[0]
+        targets = {n.id for g in comp.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        inner = _Splitter(self.bound | targets, row=True)
+        elt = inner.split(comp.elt, truth=True)
+        rows = self.leaf(ast.ListComp(ast.Tuple(inner.leaves, ast.Load()), comp.generators), truth=False)
+        loop = ast.comprehension(ast.Name(_ROW, ast.Store()), rows, [], 0)
+        return ast.Call(node.func, [ast.GeneratorExp(elt, [loop])], [])
+
+    def is_each(self, node: ast.expr) -> bool:
+        return (isinstance(node, ast.Call) and _dotted(node.func) in ("all", "any") and self.host_name(node.func)
+                and len(node.args) == 1 and not node.keywords
+                and isinstance(node.args[0], (ast.GeneratorExp, ast.ListComp)))  # fmt: skip
 
     def host_call(self, node: ast.Call) -> bool:
         plain_args = not any(isinstance(a, ast.Starred) for a in node.args)
@@ -211,6 +231,8 @@ class _Splitter:
         return False
 
     def split(self, node: ast.expr, truth: bool = False) -> ast.expr:
+        if self.is_each(node):
+            return self.each(node, truth)
         if not self.hosted(node):
             return self.leaf(node, truth)
         if isinstance(node, (ast.Constant, ast.Name, ast.Attribute)):
@@ -387,7 +409,14 @@ def evaluate(node: ast.AST, env: dict):
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
+        if node.id == _ROW:
+            return env[_ROW]  # already decoded: a tuple of plain values
         return _leaf_value(env[node.id]) if node.id.startswith(_LEAF) else HOST_NAMES[node.id]
+    if isinstance(node, ast.GeneratorExp):  # only as built by `_Splitter.each`: one loop over a leaf
+        rows = evaluate(node.generators[0].iter, env)
+        if type(rows) is not list or not all(type(r) is tuple for r in rows):
+            raise LeafFailed("malformed comprehension rows")
+        return (evaluate(node.elt, {**env, _ROW: row}) for row in rows)
     if isinstance(node, ast.Attribute):
         return HOST_NAMES[_dotted(node)]
     if isinstance(node, ast.BoolOp):
