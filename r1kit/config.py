@@ -37,7 +37,7 @@ MISSING = dataclasses.MISSING
 def arg(default: Any = MISSING, help: str = "", **constraints: Any) -> Any:
     """A config field with help text and constraints.
 
-    constraints: gt/ge/lt/le (numbers), choices (any values), path ("file" | "dir" | "model" |
+    constraints: gt/ge/lt/le (numbers), choices (any values), path ("file" | "dir" | "model" | "tokenizer" |
     "file_or_dir"; checked to exist when set), nonempty (str/list must not be empty).
     A mutable default (list/dict) is copied per instance.
     """
@@ -183,10 +183,10 @@ def check_path(name: str, value: str, kind: str, source: str, check_paths: bool 
         raise UserError(f"{source}: key '{name}': directory '{value}' does not exist. Fix the path.")
     if kind == "file_or_dir" and not p.exists():
         raise UserError(f"{source}: key '{name}': path '{value}' does not exist. Fix the path.")
-    if kind == "model":
+    if kind in ("model", "tokenizer"):
         from r1kit.hub import check_model
 
-        check_model(value, key=name, source=source, hub=check_paths != "local")
+        check_model(value, key=name, source=source, hub=check_paths != "local", kind=kind)
 
 
 # ------------------------------------------------------------------------------------- building

@@ -43,7 +43,7 @@ class ModelConfig:
         help="Model to start from: a local `save_pretrained` directory (e.g. from `r1kit build-tiny`) or a hub id.",
         path="model",
     )
-    tokenizer_name_or_path: str | None = arg(None, "Tokenizer path or hub id; default: the model's own.")
+    tokenizer_name_or_path: str | None = arg(None, "Tokenizer path or hub id; default: the model's own.", path="tokenizer")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = arg(
         "auto", "Weights dtype. auto: bfloat16 on CUDA with bf16 support, float32 otherwise."
     )

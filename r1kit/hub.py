@@ -20,6 +20,8 @@ from r1kit.errors import UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PROBE_TIMEOUT_S = 10.0
+# Files whose presence makes a local directory a saved model / tokenizer (either one of each tuple).
+MARKERS = {"model": ("config.json", "adapter_config.json"), "tokenizer": ("tokenizer_config.json", "tokenizer.json")}
 
 
 def local_path(name: str) -> Path | None:
@@ -40,19 +42,19 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def model_problem(name: str, hub: bool = True) -> str | None:
-    """What is wrong with `name` as a model to load (one sentence), or None when it can be loaded.
+def model_problem(name: str, hub: bool = True, kind: str = "model") -> str | None:
+    """What is wrong with `name` as a model (or tokenizer) to load, in one sentence; None when it can be loaded.
 
     hub=False checks local paths only (a recipe linted on a machine that will not run it).
     """
     path = local_path(name)
     if path is not None:
-        return _local_problem(name, path)
+        return _local_problem(name, path, kind)
     if not hub:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    if isinstance(try_to_load_from_cache(name, MARKERS[kind][0]), str):
         return None
     if offline():
         return f"'{name}' is neither a local directory nor in the hub cache, and HF_HUB_OFFLINE is set. " \
@@ -60,16 +62,16 @@ def model_problem(name: str, hub: bool = True) -> str | None:
     return _probe_hub(name)
 
 
-def _local_problem(name: str, path: Path) -> str | None:
+def _local_problem(name: str, path: Path, kind: str = "model") -> str | None:
     if path.is_dir():
-        if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        if any((path / marker).is_file() for marker in MARKERS[kind]):
             return None
-        return (f"'{name}' is a directory but holds no config.json, so it is not a saved model. Point it at a "
-                "`save_pretrained` directory (e.g. one written by `r1kit build-tiny` or a finished stage).")
+        return (f"'{name}' is a directory but holds no {' or '.join(MARKERS[kind])}, so it is not a saved {kind}. "
+                "Point it at a `save_pretrained` directory (e.g. one written by `r1kit build-tiny` or a finished stage).")
     first = path.parts[0] if path.parts else name
     why = f" (its first folder '{first}' exists here, so it is a local path, not a hub id)" \
         if not name.startswith(("/", ".", "~")) and Path(first).is_dir() else ""
-    return (f"model path '{name}' does not exist{why}. Give a local directory written by `save_pretrained` "
+    return (f"{kind} path '{name}' does not exist{why}. Give a local directory written by `save_pretrained` "
             "or a hub id like 'org/name'.")
 
 
@@ -92,8 +94,9 @@ def _probe_hub(name: str) -> str | None:
     return None
 
 
-def check_model(name: str, key: str = "model_name_or_path", source: str = "recipe", hub: bool = True) -> None:
-    """Raise UserError naming the key when `name` cannot be loaded as a model."""
-    problem = model_problem(name, hub=hub)
+def check_model(name: str, key: str = "model_name_or_path", source: str = "recipe", hub: bool = True,
+                kind: str = "model") -> None:
+    """Raise UserError naming the key when `name` cannot be loaded as a model (or tokenizer)."""
+    problem = model_problem(name, hub=hub, kind=kind)
     if problem:
         raise UserError(f"{source}: key '{key}': {problem}")

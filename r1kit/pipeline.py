@@ -68,7 +68,7 @@ SPEC_KEYS = ("stage", "name", "recipe", "launcher")
 MODEL_STAGES = ("pretrain", "sft", "grpo", "distill")  # stages that train a model
 MODEL_SUBDIR = {"distill": "student"}  # where in its folder a stage saves the model (default: the folder)
 # Fields that name paths without declaring `path=` in their config (eval's model list, report inputs).
-PATH_KINDS = {"tokenizer_name_or_path": "model", "model": "model", "results": "dir", "run_dir": "dir"}
+PATH_KINDS = {"model": "model", "results": "dir", "run_dir": "dir"}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_][\w.-]*)\}")
 
 

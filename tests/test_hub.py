@@ -45,12 +45,20 @@ def test_local_or_hub(in_tmp, name, local):
 @pytest.mark.parametrize("name,pattern", [
     ("runs/nope", r"model path 'runs/nope' does not exist \(its first folder 'runs' exists here"),
     ("./runs/nope", r"model path './runs/nope' does not exist\. Give"),
-    ("runs/empty", r"'runs/empty' is a directory but holds no config.json"),
+    ("runs/empty", r"'runs/empty' is a directory but holds no config.json or adapter_config.json"),
     ("bare-name", r"model path 'bare-name' does not exist\. Give"),
 ])
 def test_local_problems(in_tmp, name, pattern):
     with pytest.raises(UserError, match=r"r\.yaml: key 'model_name_or_path': " + pattern):
         check_model(name, source="r.yaml")
+
+
+def test_tokenizer_paths(in_tmp):
+    (in_tmp / "runs" / "tok").mkdir()
+    (in_tmp / "runs" / "tok" / "tokenizer_config.json").write_text("{}")
+    assert model_problem("runs/tok", kind="tokenizer") is None  # a tokenizer folder has no config.json
+    assert "holds no tokenizer_config.json or tokenizer.json" in model_problem("runs/ok", kind="tokenizer")
+    assert model_problem("runs/tokk", kind="tokenizer").startswith("tokenizer path 'runs/tokk' does not exist")
 
 
 def test_local_model_and_hub_off(in_tmp):
