@@ -95,6 +95,12 @@ def test_report_html_parses_and_its_numbers_equal_the_json(two_models):
     for col, label in ((1, "policy"), (2, "student")):
         m = results[label]
         assert summary[1][col] == f"{fmt('pass@1', m['pass@1'])} ± {fmt('pass@1_stderr', m['pass@1_stderr'])}"
+    details = {label: [json.loads(x) for x in (out / label / "details" / "synthetic_arithmetic.jsonl").read_text().splitlines()]
+               for label in ("policy", "student")}  # fmt: skip
+    diffs = [sum(a["correct"]) / 2 - sum(b["correct"]) / 2 for a, b in zip(details["student"], details["policy"])]
+    mean = sum(diffs) / len(diffs)
+    paired = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    assert summary[1][3] == f"{100 * mean:+.1f} ± {100 * paired:.1f}"
     per_bench = {row[0]: row[1:] for row in parser.tables[1][1:]}
     for key in ("pass@2", "maj@2", "truncation_rate", "length_tokens_mean"):
         name = next(k for k in per_bench if k.startswith(key.replace("_", " ")))
