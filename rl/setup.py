@@ -261,6 +261,17 @@ def check_eval_reward(eval_fn, row: dict) -> None:
                         "eval_reward_params to match the recipe's answer format.")
 
 
+def warn_reward_setup(cfg: GRPOConfig, rows: list[dict], main: bool) -> None:
+    """Print `rewards.check_reward_setup`'s warnings at start: a format no reward reads, the final-form rule
+    off on a numeric task, a reward at odds with `prefill_think` (setups that build but score silently wrong)."""
+    from rewards import check_reward_setup
+
+    gold = [r.get("answer") for r in rows[:64]]
+    for msg in check_reward_setup(cfg.rewards, gold, prefill_think=cfg.prefill_think):
+        if main:
+            print(f"WARNING: reward setup: {msg}", file=sys.stderr, flush=True)
+
+
 def load_policy(cfg: GRPOConfig, device: torch.device):
     from transformers import AutoModelForCausalLM
 
@@ -335,6 +346,7 @@ def setup_run(cfg: GRPOConfig) -> Run:
     rewards = build_rewards(cfg.rewards)
     check_format_reachable(rewards, cfg.prefill_think)
     rows = load_rows(cfg)
+    warn_reward_setup(cfg, rows, acc.is_main_process)
     prompt_ids = encode_prompts(rows, tokenizer, cfg)
     eval_rows, eval_prompts, eval_fn = [], [], None
     if cfg.eval_steps:

@@ -352,6 +352,17 @@ def test_bad_reward_params_exit_2_naming_the_param(tiny_dir, tmp_path, capsys, r
     assert named in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("rewards,warned", [
+    ([{"name": "accuracy"}, {"name": "format", "params": {"answer_format": "boxed"}}], "no reward can read it"),
+    ([{"name": "accuracy", "params": {"final_form": False}}], "final_form: false"),
+    ([{"name": "accuracy"}, {"name": "format"}], None),
+])
+def test_reward_setup_that_would_score_silently_wrong_warns_at_start(tiny_dir, tmp_path, capsys, rewards, warned):
+    grpo.teardown_run(grpo.setup_run(make_cfg(tiny_dir, tmp_path, rewards=rewards)))
+    err = capsys.readouterr().err
+    assert (warned in err) if warned else ("reward setup" not in err), err
+
+
 def test_mostly_truncated_completions_warn_loudly(tiny_dir, tmp_path, capsys):
     run = grpo.setup_run(make_cfg(tiny_dir, tmp_path, max_completion_length=4))
     grpo.train_step(run, 1)
