@@ -105,12 +105,28 @@ def _check_settings(path: Path, settings: dict) -> None:
         saved_path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def check_context(gen: ModelGenerator, cfg, prompts: list[list[int]], task_name: str) -> None:
+    """A prompt plus `max_new_tokens` must fit the model's positions: past them a model generates noise."""
+    config = getattr(gen.model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    longest = max(len(p) for p in prompts)
+    if limit is not None and longest + cfg.max_new_tokens > limit:
+        raise UserError(f"{task_name}: the longest prompt ({longest} tokens) plus max_new_tokens={cfg.max_new_tokens} "
+                        f"exceeds {gen.name}'s max_position_embeddings={limit}; lower max_new_tokens to "
+                        f"{limit - longest} or less.")
+
+
+def _encode(gen: ModelGenerator, cfg, rows: list[dict]) -> list[list[int]]:
+    from r1kit.chat import encode_prompt
+
+    return [encode_prompt(r["message"], gen.tokenizer, cfg.system_prompt, cfg.prefill_think) for r in rows]
+
+
 def _sample(gen: ModelGenerator, cfg, rows: list[dict], seed: int) -> list[dict]:
     """One engine call for `rows`: num_samples completions each, decoded, with token counts."""
-    from r1kit.chat import encode_prompt
     from r1kit.generation import SamplingSettings
 
-    prompts = [encode_prompt(r["message"], gen.tokenizer, cfg.system_prompt, cfg.prefill_think) for r in rows]
+    prompts = _encode(gen, cfg, rows)
     sampling = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=max(cfg.temperature, 1e-5),
                                 top_p=cfg.top_p, top_k=cfg.top_k, greedy=cfg.temperature == 0,
                                 n=cfg.num_samples, seed=seed)  # fmt: skip
@@ -127,6 +143,7 @@ def generate_task(gen: ModelGenerator, cfg, task, rows: list[dict], path: Path) 
     """id -> generation for every row, generating only the items `path` does not hold yet."""
     from tqdm.auto import tqdm
 
+    check_context(gen, cfg, _encode(gen, cfg, rows), task.name)
     _check_settings(path, generation_settings(cfg, gen.name))
     done = _read_done(path, cfg.num_samples)
     per_call = max(1, cfg.batch_size // cfg.num_samples)

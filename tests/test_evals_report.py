@@ -199,3 +199,8 @@ def test_generation_through_the_vllm_engine(tiny_dir, tmp_path):
     assert m["num_items"] == 3 and m["num_samples"] == 2 and m["length_tokens_max"] <= 6
     gens = [json.loads(x) for x in (out / "generations" / "synthetic_arithmetic.jsonl").read_text().splitlines()]
     assert all(len(g["completions"]) == 2 and len(g["truncated"]) == 2 for g in gens)
+
+
+def test_prompt_plus_new_tokens_must_fit_the_model(tiny_dir, tmp_path, few_threads):
+    with pytest.raises(UserError, match="max_position_embeddings=1024; lower max_new_tokens"):
+        eval_main(["--model", str(tiny_dir / "student"), "--output", str(tmp_path / "o"), *TINY, "--max_new_tokens", "5000"])
