@@ -271,7 +271,7 @@ class _Rewriter(ast.NodeTransformer):
         self.checks: list[Check] = []
         self.bound, self.shadowed = bound, shadowed
 
-    def visit_Assert(self, node: ast.Assert) -> list[ast.stmt]:  # noqa: N802 - ast visitor name
+    def visit_Assert(self, node: ast.Assert) -> list[ast.stmt]:
         check_id = len(self.checks)
         text = ast.unparse(node.test)
         splitter = _Splitter(self.bound)
@@ -315,7 +315,7 @@ def _asserts_in_order(node: ast.AST) -> list[ast.Assert]:
     found: list[ast.Assert] = []
 
     class Collect(ast.NodeVisitor):
-        def visit_Assert(self, n):  # noqa: N802 - ast visitor name
+        def visit_Assert(self, n):
             found.append(n)
 
     Collect().visit(node)

@@ -463,12 +463,12 @@ class LocalSandbox:
         # (the program's side of each assert), and the host evaluates the rest on the reported values.
         if style == "stdio":
             sent = [{"input": t["input"]} for t in job_tests]
-            judge = lambda i, r: judge_stdio(r, job_tests[i]["output"])  # noqa: E731
+            judge = lambda i, r: judge_stdio(r, job_tests[i]["output"])
         else:
             shadowed = shadowed_builtins(program)
             plans = [plan_test(t["code"], shadowed) for t in job_tests]
             sent = [{"code": p.source} for p in plans]
-            judge = lambda i, r: judge_asserts(r, plans[i])  # noqa: E731
+            judge = lambda i, r: judge_asserts(r, plans[i])
         raw = self._job(program, sent, style, timeout, memory_mb, files, stop_on_first_failure, judge)
         raw += [{"status": "skipped", "passed": False} for _ in job_tests[len(raw) :]]
         return [TestResult(**{k: v for k, v in r.items() if k != "records"}) for r in raw]

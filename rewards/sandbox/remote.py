@@ -94,7 +94,7 @@ def _reporter(marker: str) -> str:
     `marker`-tagged line per executed assert on stdout."""
     serializer = textwrap.indent(inspect.getsource(worker.make_plain_json), "    ")
     return (
-        "def _r1kit_install():\n    import _json, sys, types\n"
+        "def _r1kit_install():\n    import _json, math, sys, types\n"
         f"    MAX_DEPTH, LEAF, MARKER = {worker.MAX_DEPTH}, {worker.LEAF!r}, {worker.MARKER + ' '!r}\n{serializer}\n"
         "    leaf, out, busy = make_plain_json(), sys.__stdout__, []\n"
         "    def hook(event, args):\n"

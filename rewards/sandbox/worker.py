@@ -26,6 +26,7 @@ import _thread
 import builtins
 import ctypes
 import json
+import math
 import os
 import resource
 import select
@@ -422,7 +423,7 @@ def make_plain_json():
     see `asserts.decode` on the host.
     """
     type_, repr_, len_, issub, join = type, repr, len, issubclass, ",".join
-    escape, inf, none_type = _json.encode_basestring_ascii, float("inf"), type(None)
+    escape, inf, isnan, none_type = _json.encode_basestring_ascii, float("inf"), math.isnan, type(None)
     str_, int_, bool_, float_, complex_, bytes_ = str, int, bool, float, complex, bytes
     list_, tuple_, dict_, set_, frozenset_ = list, tuple, dict, set, frozenset
     # bool first: it is an int subclass with its own encoding (and cannot itself be subclassed).
@@ -453,7 +454,7 @@ def make_plain_json():
             return repr_(as_int(v))  # ValueError past the int-to-str digit limit: reported as not plain
         if base is float_:
             v = as_float(v)
-            if v != v:
+            if isnan(v):
                 return '["nan"]'
             return '["inf",1]' if v == inf else '["inf",-1]' if v == -inf else repr_(v)
         if base is str_:
