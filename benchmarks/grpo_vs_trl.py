@@ -279,8 +279,8 @@ def main() -> None:
     p.add_argument("--policy", help="start from this policy dir instead of building the start point")
     p.add_argument("--model", choices=["student", "policy"], default="student",
                    help="build_tiny's dense Qwen3 student, or its DeepseekV3 MoE policy (MLA, shared + routed experts)")
-    p.add_argument("--sft_steps", type=int, default=400,
-                   help="TRL SFT steps of the built start point (400: ~70%% held-out 2-digit addition)")
+    p.add_argument("--sft_steps", type=int, default=600,
+                   help="TRL SFT steps of the built start point (600: ~65%% strict held-out 2-digit addition)")
     p.add_argument("--steps", type=int, default=200, help="learning-run steps per trainer")
     p.add_argument("--timing_steps", type=int, default=10, help="timed steps per trainer, plus one warm-up step")
     p.add_argument("--eval_every", type=int, default=20)
