@@ -39,10 +39,10 @@ _sandbox_benchmark = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_sandbox_benchmark)
 run_unsandboxed = _sandbox_benchmark.run_unsandboxed  # the human-eval-style runner: a fork per program
 
-import rewards.math  # noqa: E402
-from evals.evaluate import EvalConfig, score_only  # noqa: E402
-from evals.tasks import get_task, load_task_rows  # noqa: E402
-from rewards.sandbox import default_sandbox  # noqa: E402
+import rewards.math
+from evals.evaluate import EvalConfig, score_only
+from evals.tasks import get_task, load_task_rows
+from rewards.sandbox import default_sandbox
 
 MATH_BENCHES = ("math500", "gsm8k", "aime24", "aime25")
 
