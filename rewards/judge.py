@@ -113,7 +113,10 @@ def as_program_completion(text: str) -> str:
     >>> as_program_completion("    return 1\\n")
     '```python\\n    return 1\\n```'
     """
-    return text if extract_code(text) is not None else f"```python\n{text}{'' if text.endswith(chr(10)) else chr(10)}```"
+    if extract_code(text) is not None:
+        return text
+    body = text if text.endswith("\n") else text + "\n"
+    return f"```python\n{body}```"
 
 
 def _code_columns(rows: Sequence[dict]) -> dict[str, list]:
