@@ -478,12 +478,17 @@ def test_pool_survives_killed_workers_and_keeps_order():
     assert results[1:5:2] == [True, True] and results[4] is False
 
 
+_IMPORT = "from rewards.math import verify\n"
+_CHECK = "(verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))"
+_THREAD = (
+    "import threading\nout = []\n"
+    f"t = threading.Thread(target=lambda: out.append({_CHECK}))\n"
+    "t.start()\nt.join()\nprint(*out[0])\n"
+)
 LIBRARY_USES = {
-    "script without a main guard": ("script", "from rewards.math import verify\nprint(verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))\n"),
-    "notebook-like exec": ("-c", "code = \"from rewards.math import verify\\nprint(verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))\"\nexec(code, {})\n"),
-    "from a thread": ("script", "import threading\nfrom rewards.math import verify\nout = []\n"
-                      "t = threading.Thread(target=lambda: out.append((verify('(r+5)(r+5)', '(r+5)^2'), verify('1/2', '0.5'))))\n"
-                      "t.start(); t.join()\nprint(*out[0])\n"),
+    "script without a main guard": ("script", f"{_IMPORT}print(*{_CHECK})\n"),
+    "notebook-like exec": ("-c", f"exec({_IMPORT + f'print(*{_CHECK})'!r}, {{}})\n"),
+    "from a thread": ("script", _IMPORT + _THREAD),
 }
 
 
@@ -497,14 +502,14 @@ def test_library_use_needs_no_main_guard(tmp_path, use):
     argv = [sys.executable, str(script)] if how == "script" else [sys.executable, "-c", code]
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(argv, cwd=tmp_path, env={"PYTHONPATH": str(repo), "PATH": ""},
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True"]
 
 
 def test_verifier_server_restarts_after_being_killed():
-    from rewards.math.pool import shared_pool
     from rewards.math import default_workers
+    from rewards.math.pool import shared_pool
 
     assert verify("(r+5)(r+5)", "(r+5)^2")
     server = shared_pool(default_workers())

@@ -29,7 +29,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from rewards.common import completion_text
-from rewards.math.answer import ANSWER_FORMATS, VERIFY_FORMATS, check_answer_format, is_well_formatted, read_answer
+from rewards.math.answer import (
+    ANSWER_FORMATS,
+    VERIFY_FORMATS,
+    check_answer_format,
+    is_well_formatted,
+    read_answer,
+)
 from rewards.math.extract import _answer_side, extract_answer
 from rewards.math.normalize import (
     QUICK_MAX_CHARS,

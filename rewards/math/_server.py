@@ -1,9 +1,8 @@
 """The verifier server: a fresh interpreter that owns the verifier workers (see `rewards.math.pool`).
 
-Started by `rewards.math.pool.VerifierServer` as ``python -c`` with one end of a socket pair; it imports
-sympy and warms the LaTeX parser once, answers ``ready``, then serves batches ``(size, tasks, deadline)``
-with a `VerifierPool` whose workers it forks. It exits, closing its workers, when the caller closes the
-socket or dies.
+Started by `rewards.math.pool.VerifierServer` as ``python -c`` with one end of a socket pair; it answers
+``ready``, then serves batches ``(size, tasks, deadline)`` with a `VerifierPool` (whose forkserver imports
+sympy and warms the parser). It exits, closing its workers, when the caller closes the socket or dies.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from rewards.math.pool import _READY, VerifierPool
 
 
 def main(fd: int) -> None:
-    import rewards.math._warm_parser  # noqa: F401 - imports sympy and warms the parser that workers inherit
-
     conn = Connection(fd)
     conn.send(_READY)
     pool: VerifierPool | None = None

@@ -1,10 +1,11 @@
-"""Warms latex2sympy's parser in the verifier server; imported by `rewards.math._server` only.
+"""Forkserver preload that warms latex2sympy's parser; imported by nothing else.
 
 latex2sympy's ANTLR parser builds its prediction DFA lazily, at class level: the first answers of each
-shape a process parses cost several times more than later ones. The verifier server imports this module
-before it forks any worker, so it parses a spread of answer shapes once and every worker forked from it,
-replacements for killed workers included, starts warm at the price of a fork. That is why this is the
-one module in r1kit whose import does work.
+shape a process parses cost several times more than later ones. `rewards.math.pool` names this module in
+``set_forkserver_preload``, the only hook a forkserver offers (it imports modules, nothing more), so the
+forkserver parses a spread of answer shapes once and every verifier worker forked from it, replacements
+for killed workers included, starts warm at the price of a fork. That is why this is the one module in
+r1kit whose import does work.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import pairwise
 
 from r1kit.errors import UserError
 from rewards.math.extract import _NUMBER_RE, _boxed_at, _is_list_gap, extract_answer, is_prose, last_math
@@ -130,7 +131,7 @@ def strict_boxes(text: str) -> str | None:
         boxes.append((match.start(), box[1], box[0].strip()))
     if not boxes:
         return None
-    for (_, end, _), (start, _, _) in zip(boxes, boxes[1:]):
+    for (_, end, _), (start, _, _) in pairwise(boxes):
         if not _is_list_gap(text[end:start]):
             return None
     return ", ".join(content for *_, content in boxes)
@@ -164,7 +165,7 @@ def _boxed(after: str) -> str | None:
     found = strict_boxes(after)
     last = max(after.rfind("\\boxed"), after.rfind("\\fbox"))
     box = _boxed_at(after, last) if found is not None else None
-    # Words may follow the box ("$\\boxed{5}$ apples."); another number ("\\boxed{5} or 6") is a hedge.
+    # Words may follow the box ("$\boxed{5}$ apples."); another number ("\boxed{5} or 6") is a hedge.
     return None if box is None or _DIGIT_RE.search(after[box[1] :]) else found
 
 

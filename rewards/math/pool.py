@@ -1,4 +1,4 @@
-"""A persistent pool of verifier worker processes with a per-item deadline.
+r"""A persistent pool of verifier worker processes with a per-item deadline.
 
 Why processes: sympy can run for minutes (``10^{10^{10}}``) or overflow the C stack on deep nesting,
 and Python cannot interrupt a thread. ``signal.alarm`` (math-verify's timeout) only works on the main
@@ -6,16 +6,18 @@ thread, so it breaks inside trainers and evaluators that verify from worker thre
 a deadline; a worker that misses it is killed (SIGKILL) and replaced, and the item's result is None.
 
 Layout: the caller starts one *verifier server* (`rewards.math._server`) as a fresh interpreter with
-``subprocess`` and sends it batches over a socket. The server imports sympy, warms the LaTeX parser
-(`rewards.math._warm_parser`) and ``fork``\ s its workers, so a worker, replacements for killed ones
-included, costs a fork of a warm single-threaded process, not a 1.5 s import plus a cold parser.
+``subprocess`` (``python -c``) and sends it batches over a socket. The server runs the pool: its workers
+come from a multiprocessing ``forkserver`` that has already imported sympy and warmed the LaTeX parser
+(`rewards.math._warm_parser`), so a worker, replacements for killed ones included, costs a fork of a
+warm process, not a 1.5 s import plus a cold parser, and inherits no threads and no file descriptors
+of anyone else's.
 
-Why not multiprocessing's spawn or forkserver from the caller: both re-import the caller's main module
-in every worker, so a script that verifies at top level without ``if __name__ == "__main__":`` ran
-its own code again in each worker and failed. A server started as ``python -c`` never sees the caller's
-main module, and plain ``fork`` inside the server is safe because the server has no threads (forking the
-caller, which may run torch or vLLM threads, would not be). Nothing here depends on how the caller was
-started: a script without a main guard, a notebook, a thread.
+Why the server: spawn and forkserver re-import the *caller's* main module in every worker, so a script
+that verified at top level without ``if __name__ == "__main__":`` ran its own code again in each worker
+and failed. The server's main module is ``-c``, which multiprocessing never re-imports, so nothing here
+depends on how the caller was started: a script without a main guard, a notebook, a thread. When the
+caller exits or dies the server reads EOF and exits; its forkserver and workers follow (their pipes
+close). A server killed from outside is restarted on the next call.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+_HEAVY_MODULE = "rewards.math.equivalence"
+# Imported by the forkserver after the heavy module: forked workers inherit a warm LaTeX parser.
+_WARM_MODULE = "rewards.math._warm_parser"
 _STARTUP_TIMEOUT_S = 120.0
 # A pathological answer may try to build a gigantic integer; the cap turns that into a MemoryError
 # (a plain False) long before it can take the machine's memory from the trainer.
@@ -42,9 +47,9 @@ _READY = "ready"
 # The server gets the caller's import path, so that it imports the same `rewards` the caller does.
 _PATH_ENV = "R1KIT_VERIFIER_SYS_PATH"
 _BOOT = (
-    "import json, os, sys; sys.path[:0] = json.loads(os.environ.pop({env!r})); "
+    f"import json, os, sys; sys.path[:0] = json.loads(os.environ.pop({_PATH_ENV!r})); "
     "from rewards.math._server import main; main(int(sys.argv[1]))"
-).format(env=_PATH_ENV)
+)
 
 
 def _worker_main(conn: Connection) -> None:
@@ -53,7 +58,10 @@ def _worker_main(conn: Connection) -> None:
 
     conn.send(_READY)
     while True:
-        task = conn.recv()
+        try:
+            task = conn.recv()
+        except EOFError:
+            return  # the server is gone
         if task is None:
             return
         prediction, gold, rel_tol = task
@@ -85,14 +93,17 @@ def _await_ready(workers: list[_Worker]) -> None:
 
 
 class VerifierPool:
-    """``size`` worker processes forked from this process; runs inside the verifier server (it must be
-    single-threaded to fork safely). `run` is thread-safe (calls are serialized)."""
+    """``size`` worker processes started from a forkserver that has imported sympy and warmed the
+    parser; runs inside the verifier server. `run` is thread-safe (calls are serialized)."""
 
     def __init__(self, size: int):
         if size < 1:
             raise ValueError(f"a verifier pool needs at least one worker, got {size}")
         self.size = size
-        self._ctx = mp.get_context("fork")
+        self._ctx = mp.get_context("forkserver")
+        # Only takes effect if the forkserver is not running yet; otherwise each worker imports sympy
+        # itself once, which `_await_ready` keeps out of every item's deadline.
+        self._ctx.set_forkserver_preload([_HEAVY_MODULE, _WARM_MODULE])
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
