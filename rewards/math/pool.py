@@ -217,6 +217,12 @@ class VerifierServer:
                     self._start()
                 try:
                     self._conn.send((self.size, tasks, deadline_s))  # type: ignore[union-attr]
+                    # Every item has its deadline in the server; this bound only turns a server bug
+                    # into an error instead of a trainer that waits forever.
+                    rounds = -(-len(tasks) // self.size)
+                    if not self._conn.poll(_STARTUP_TIMEOUT_S + rounds * (deadline_s + 1.0)):  # type: ignore[union-attr]
+                        self._stop()
+                        raise RuntimeError("the math-verifier server stopped answering; it was stopped and starts afresh on the next call")
                     return self._conn.recv()  # type: ignore[union-attr]
                 except (EOFError, BrokenPipeError, ConnectionResetError):
                     self._stop()  # the server died; one fresh start, then the error propagates
