@@ -31,7 +31,7 @@ ACCURACY_REWARDS = ("accuracy", "strict_accuracy", "countdown")
 def _readme_rewards() -> list[dict]:
     """The reward list of the README's Rewards section (its first yaml block)."""
     section = (ROOT / "README.md").read_text().split("### Rewards", 1)[1]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
     return yaml.safe_load(block)["rewards"]
 
 
