@@ -20,6 +20,8 @@ Changed: an unscorable completion (a reward returned None) is left out of its gr
 gets advantage 0; when dynamic sampling cannot fill the batch in `max_sampling_rounds`, the batch is
 topped up with zero-variance groups (no policy gradient) so every process runs the same micro-batches.
 Engine/trainer mismatch is corrected with truncated importance sampling, min(pi_old/pi_engine, C).
+Held-out accuracy is scored strictly (`strict_accuracy`), never with the training reward, and shortcut
+alarms (rl/alarms.py) watch the run's own metrics for rewards earned without the task.
 """
 
 from __future__ import annotations
