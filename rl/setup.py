@@ -273,23 +273,15 @@ def warn_reward_setup(cfg: GRPOConfig, rows: list[dict], main: bool) -> None:
 
 
 def load_policy(cfg: GRPOConfig, device: torch.device):
-    from transformers import AutoModelForCausalLM
+    """The policy (gradient checkpointing and LoRA as configured) and, for beta > 0 without LoRA, a frozen copy."""
+    from r1kit.modeling.loading import load_for_training, load_model
 
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32,
-             "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    kw = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
-    if cfg.attn_implementation:
-        kw["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kw)
+    model, _ = load_for_training(cfg, device)
     ref = None
     if cfg.beta > 0 and not cfg.use_peft:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kw).eval().requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.use_peft:
-        from r1kit.modeling.lora import apply_lora
-
-        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+        ref = load_model(cfg.model_name_or_path, dtype=cfg.dtype, device=device,
+                         attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code)
+        ref = ref.eval().requires_grad_(False)
     return model, ref
 
 
