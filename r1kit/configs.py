@@ -109,5 +109,5 @@ class LoraConfig:
     lora_target_modules: list[str] = arg(
         ["all-linear"],
         "Module names to adapt ('all-linear' = every linear layer except the LM head and MoE routers). "
-        "On MoE models the dense MLPs and shared experts are adapted too (see rl/lora.py).",
+        "On MoE models the dense MLPs and shared experts are adapted too (see r1kit/modeling/lora.py).",
     )
