@@ -92,6 +92,12 @@ def write_checkpoint(model: torch.nn.Module, tokenizer, out: Path) -> Path:
     return out
 
 
+def _ram() -> int:
+    import psutil  # a vLLM dependency
+
+    return psutil.virtual_memory().total
+
+
 def _sampling_kwargs(s: SamplingSettings, n: int) -> dict:
     """vLLM `SamplingParams` fields for r1kit's settings (also the JSON body of `/v1/completions`)."""
     return {
@@ -115,11 +121,13 @@ class _Colocated:
         from vllm import LLM
 
         cuda = torch.cuda.is_available()
+        share = self.spec.vllm_gpu_memory_utilization or (0.3 if cuda else 0.05)
+        # On CPU the KV cache gets an explicit share of RAM: vLLM's automatic size subtracts this whole process's
+        # memory (the trainer's included) from the budget and failed after ~20 restarts in a GRPO run.
+        memory = {"gpu_memory_utilization": share} if cuda else {"kv_cache_memory_bytes": int(share * _ram())}
         return LLM(
             str(path), dtype=self.dtype, max_model_len=self.max_model_len, seed=0,
-            logprobs_mode="processed_logprobs",
-            # On CPU this is the share of RAM for the KV cache: a tiny model needs little of a shared machine.
-            gpu_memory_utilization=self.spec.vllm_gpu_memory_utilization or (0.3 if cuda else 0.05),
+            logprobs_mode="processed_logprobs", **memory,
             enforce_eager=not cuda,  # CPU: no compile step for models this small
             enable_sleep_mode=self.spec.vllm_enable_sleep_mode,
             # A prompt recurs only in a later step, after the weights changed: a prefix cache would never hit.
