@@ -8,9 +8,12 @@ enumeration in the tests and reused by the report.
   deviation of those per-item shares over the square root of the number of items.
 - pass@k uses the unbiased estimator of Chen et al. 2021 (Codex paper, eq. 1): for an item with n
   samples of which c are correct, ``1 - C(n-c, k) / C(n, k)``, averaged over items.
-- maj@k (cons@k): the majority answer of k samples, over normalized extracted answers, is checked
-  against the gold. With n >= k samples the n samples are cut into floor(n/k) disjoint groups of k, in
-  order, and maj@k is the mean over the groups, so all samples count and nothing is random.
+- maj@k (cons@k): the majority answer of k samples, over the vote keys of the answers the scorer
+  compared (`rewards.judge`), is checked against the gold. Samples without a valid answer (badly
+  formatted, not in final form) vote together for "no answer", which is never correct; ties go to the
+  answer seen first (lighteval's convention). With n >= k samples the n samples are cut into
+  floor(n/k) disjoint groups of k, in order, and maj@k is the mean over the groups, so all samples
+  count and nothing is random.
 """
 
 from __future__ import annotations
@@ -62,22 +65,20 @@ def default_ks(n: int) -> list[int]:
 
 
 def majority(answers: Sequence[str | None]) -> str | None:
-    """The most frequent non-None answer; ties go to the one seen first. None when all are None.
+    """The most frequent answer; ties go to the one seen first (lighteval's `max(answers, key=answers.count)`).
+    None (no valid answer) is a bucket like any other: it can win, and it is never correct.
 
-    >>> majority(["4", "5", "5", None, "4"]), majority([None, None])
-    ('4', None)
+    >>> majority(["4", "5", "5", None, "4"]), majority([None, "4", None]), majority([None, "4", "4", None])
+    ('4', None, None)
     """
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    best = max(counts.values())
-    return next(a for a in answers if a is not None and counts[a] == best)
+    counts = Counter(answers)
+    return max(answers, key=counts.__getitem__)
 
 
 def maj_at_k(keys: Sequence[str | None], k: int, is_correct: Callable[[str], bool]) -> float:
     """maj@k of one item: the share of disjoint k-sample groups whose majority answer is correct.
 
-    ``keys`` are the normalized extracted answers of the item's samples in order (None: no answer);
+    ``keys`` are the vote keys of the item's samples in order (None: no valid answer, see `majority`);
     ``is_correct(key)`` says whether a majority answer matches the gold.
 
     >>> maj_at_k(["1", "2", "2", "3"], 4, lambda a: a == "2"), maj_at_k(["2", "1", "1", "1"], 2, lambda a: a == "2")

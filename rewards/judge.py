@@ -20,13 +20,16 @@ them into pass@k, maj@k and rates; a training loop can simply average `correct`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from rewards.code import binary_code_reward, build_program, extract_code, row_tests
-from rewards.math import accuracy_reward, final_value, read_answer, strict_accuracy, verify_batch
+# `_prediction_answer` is the answer selection and gating `verify_batch` applies: maj@k votes on exactly
+# what the verdict was about, never on a second reading of the completion.
+from rewards.math import _gold_answer, _prediction_answer, accuracy_reward, strict_accuracy, verify_batch
 from rewards.math.answer import is_well_formatted
-from rewards.math.normalize import canonical, clean, parse_number
+from rewards.math.normalize import Num, canonical, clean, collection, parse_number
 from rewards.sandbox import run_tests_batch
 
 _CODE_COLUMNS = ("test", "entry_point", "prompt", "test_list", "test_setup_code", "test_imports", "inputs", "outputs")
@@ -34,11 +37,15 @@ _STDERR_TAIL = 600
 
 
 def vote_key(answer: str | None) -> str | None:
-    r"""The spelling of an extracted answer that maj@k votes on: exact numbers by value, the rest by
-    their normalized LaTeX (`rewards.math.normalize`), so `0.5`, `\frac{1}{2}` and `\dfrac12` are one vote.
+    r"""The spelling of a claimed answer that maj@k votes on: numbers by value, unordered lists and sets
+    of exact numbers sorted, the rest by their normalized LaTeX (`rewards.math.normalize`), so `0.5`,
+    `\frac{1}{2}` and `\dfrac12` are one vote, and `3, 2` and `2, 3` another. A key is itself an answer
+    the verifier reads: each key of an item gets one verdict.
 
-    >>> vote_key(r"\dfrac12"), vote_key("0.50"), vote_key(r"\left( 3, \frac{\pi}{2} \right)"), vote_key(None)
-    ('1/2', '1/2', '(3,\\frac{\\pi}{2})', None)
+    >>> vote_key(r"\dfrac12"), vote_key("0.50"), vote_key("3, -1/2"), vote_key(r"\{3, 2\}"), vote_key(None)
+    ('1/2', '1/2', '-1/2,3', '\\{2,3\\}', None)
+    >>> vote_key(r"\left( 3, \frac{\pi}{2} \right)"), vote_key("(3, 2)")
+    ('(3,\\frac{\\pi}{2})', '(3,2)')
     """
     if answer is None:
         return None
@@ -46,21 +53,30 @@ def vote_key(answer: str | None) -> str | None:
     number = parse_number(cleaned)
     if number is not None and not number.percent:
         return str(number.value)
+    listed = collection(cleaned)
+    if listed is not None and not listed.ordered and all(_exact(item) for item in listed.items):
+        body = ",".join(str(v) for v in sorted(item.value for item in listed.items))
+        return f"\\{{{body}\\}}" if listed.brackets == "{}" else body
     return canonical(cleaned)
 
 
-def extract_math(text: str, gold: str, *, bare: bool, answer_format: str, think_prefilled: bool) -> str | None:
-    """The answer a completion (or a bare prediction) claims, as the strict rules read it: from the
-    declared format after the thought, and the value of `x = 5` or `2+3 = 5` (unless the gold is an equation).
+def _exact(item: Num | str) -> bool:
+    return isinstance(item, Num) and item.ulp is None and not item.percent
 
-    >>> extract_math("<think>so</think> <answer>x = 2+3 = 5</answer>", "5", bare=False, answer_format="answer_tag",
-    ...              think_prefilled=False)
-    '5'
+
+def claimed_math(text: str, gold: str, *, bare: bool, answer_format: str, think_prefilled: bool,
+                 final_form: bool) -> str | None:  # fmt: skip
+    """The answer `verify_batch` compares with ``gold`` for this completion (a bare prediction with
+    ``bare``), after the same gates (declared format, look-alike digits, solution sets, chained
+    equalities, final form); None when those gates reject it, so the completion scores 0 on its own.
+
+    >>> opts = dict(bare=False, answer_format="answer_tag", think_prefilled=False, final_form=True)
+    >>> claimed_math("<think>so</think> <answer>x = 2 or x = 3</answer>", "2, 3", **opts), claimed_math(
+    ...     "<think>so</think> <answer>66 - 20</answer>", "46", **opts), claimed_math("<answer>６</answer>", "6", **opts)
+    ('2, 3', None, None)
     """
-    answer = text.strip() if bare else read_answer(text, answer_format, think_prefilled)
-    if not answer:
-        return None
-    return answer if "=" in gold else final_value(answer)
+    fmt = "bare" if bare else answer_format
+    return _prediction_answer(text, _gold_answer(gold), fmt, think_prefilled, final_form, "")
 
 
 def _math_verdicts(texts: list[str], golds: list[str], *, bare: bool, answer_format: str, think_prefilled: bool,
@@ -72,38 +88,48 @@ def _math_verdicts(texts: list[str], golds: list[str], *, bare: bool, answer_for
     return [s == 1.0 for s in scores]
 
 
+def _key_verdicts(keys_by_item: list[list[str | None]], golds: list[str]) -> list[dict[str, bool]]:
+    """Each distinct vote key of an item verified against the item's gold."""
+    distinct = [list(dict.fromkeys(k for k in keys if k is not None)) for keys in keys_by_item]
+    verdicts = iter(verify_batch([(key, gold) for keys, gold in zip(distinct, golds) for key in keys]))
+    return [{key: next(verdicts) is True for key in keys} for keys in distinct]
+
+
+def _item_vote_keys(claims: list[list[str | None]], correct: list[list[bool]], golds: list[str]) -> tuple[list, list]:
+    """(vote keys, key -> verdict) per item. A claim whose value key verifies otherwise than the claim
+    itself votes under its own spelling: `0.33` is right for 1/3 (rounded), `33/100` is not, so a
+    decimal and the fraction of its digits are two votes there, and one vote where the gold is 1/2."""
+    keys = [[vote_key(a) for a in item] for item in claims]
+    verdicts = _key_verdicts(keys, golds)
+    keys = [[canonical(clean(a)) if k is not None and ok != kc[k] else k for a, k, ok in zip(cl, ks, co)]
+            for cl, ks, co, kc in zip(claims, keys, correct, verdicts)]  # fmt: skip
+    return keys, _key_verdicts(keys, golds)
+
+
 def score_math(rows: Sequence[dict], completions: Sequence[list[str]], *, bare: bool = False,
                answer_format: str = "boxed", think_prefilled: bool = False, final_form: bool = True,
                strict: bool = True) -> list[dict]:  # fmt: skip
     """Per-item results for math rows (each with `answer`) and their completions (n per row).
 
     `strict`: score with `strict_accuracy` (the whole completion well formatted), else with `accuracy`
-    (the answer read from its format, whatever surrounds it). maj@k votes only on answers that count:
-    with `strict`, a badly formatted completion casts no vote.
+    (the answer read from its format, whatever surrounds it). maj@k votes on the answer the scorer
+    compared (`claimed_math`); a completion that scores 0 on format or final-form grounds (badly
+    formatted under `strict`, no answer, look-alike digits, `2+3` for 5) votes None, the invalid
+    bucket, which can win a vote but is never correct.
     """
     flat = [(i, text) for i, texts in enumerate(completions) for text in texts]
-    verdicts = _math_verdicts([t for _, t in flat], [str(rows[i]["answer"]) for i, _ in flat],
-                              bare=bare, answer_format=answer_format, think_prefilled=think_prefilled,
-                              final_form=final_form, strict=strict)  # fmt: skip
-    items, cursor = [], 0
-    for row, texts in zip(rows, completions, strict=True):
-        correct = verdicts[cursor : cursor + len(texts)]
-        cursor += len(texts)
-        gold = str(row["answer"])
-        extracted = [extract_math(t, gold, bare=bare, answer_format=answer_format, think_prefilled=think_prefilled)
-                     for t in texts]  # fmt: skip
-        formatted = None if bare else [is_well_formatted(t, answer_format, think_prefilled) for t in texts]
-        keys = [vote_key(a) if (bare or not strict or ok) else None for a, ok in zip(extracted, formatted or extracted)]
-        key_correct: dict[str, bool] = {}
-        for key, ok in zip(keys, correct):
-            if key is not None:
-                key_correct.setdefault(key, ok)
-        items.append({
-            "id": row["id"], "gold": gold, "completions": list(texts), "extracted": extracted,
-            "correct": correct, "vote_keys": keys, "key_correct": key_correct,
-            "formatted": formatted,
-        })  # fmt: skip
-    return items
+    golds = [str(row["answer"]) for row in rows]
+    opts = {"bare": bare, "answer_format": answer_format, "think_prefilled": think_prefilled, "final_form": final_form}
+    verdicts = _math_verdicts([t for _, t in flat], [golds[i] for i, _ in flat], strict=strict, **opts)
+    starts = list(itertools.accumulate((len(t) for t in completions), initial=0))
+    correct = [verdicts[a:b] for a, b in itertools.pairwise(starts)]
+    claimed = [[claimed_math(t, gold, **opts) for t in texts] for texts, gold in zip(completions, golds, strict=True)]
+    formatted = [None if bare else [is_well_formatted(t, answer_format, think_prefilled) for t in texts] for texts in completions]
+    voting = [[a if (bare or not strict or ok) else None for a, ok in zip(cl, fm or cl)] for cl, fm in zip(claimed, formatted)]
+    keys, key_correct = _item_vote_keys(voting, correct, golds)
+    return [{"id": row["id"], "gold": gold, "completions": list(texts), "extracted": cl, "correct": co,
+             "vote_keys": ks, "key_correct": kc, "formatted": fm}
+            for row, gold, texts, cl, co, ks, kc, fm in zip(rows, golds, completions, claimed, correct, keys, key_correct, formatted)]  # fmt: skip
 
 
 def as_program_completion(text: str) -> str:

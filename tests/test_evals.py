@@ -6,6 +6,7 @@ Gold answers scored as predictions must give 100%; other items' answers (of a di
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
@@ -48,13 +49,76 @@ def test_pass_at_k_averages_items_and_is_not_the_naive_estimate():
     (["5", "5", "3", "4"], 4, "5", 1.0),            # plain majority
     (["3", "5", "5", "3"], 4, "3", 1.0),            # tie: the answer seen first wins
     (["3", "5", "5", "3"], 4, "5", 0.0),
-    ([None, None, "5", None], 4, "5", 1.0),         # no-answer samples cast no vote
+    ([None, None, "5", None], 4, "5", 0.0),         # "no answer" is a bucket: it wins here and is never correct
+    ([None, "5", "5", None], 4, "5", 0.0),          # ... and wins its ties when seen first
+    (["5", None, None, "5"], 4, "5", 1.0),
+    ([None, "5", "5"], 3, "5", 1.0),
     ([None, None, None, None], 4, "5", 0.0),
     (["5", "3", "3", "3", "5", "5"], 2, "5", 2 / 3),  # groups [5,3] [3,3] [5,5]
     (["5", "3", "3"], 2, "5", 1.0),                 # one full group; the leftover sample is not used
 ])
 def test_maj_at_k_planted_votes(keys, k, gold, expected):
     assert maj_at_k(keys, k, lambda key: key == gold) == pytest.approx(expected)
+
+
+def T(answer: str) -> str:
+    return f"<think>work</think><answer>{answer}</answer>"
+
+
+def score_answers(gold: str, answers: list[str], **options) -> tuple[dict, dict]:
+    items = score_math([{"id": "a", "answer": gold}], [[T(a) for a in answers]], answer_format="answer_tag", **options)
+    return items[0], summarize(items, ks=[1, len(answers)])
+
+
+@pytest.mark.parametrize("gold,answers,keys,pass1,maj", [
+    # The reviewer's cases: the majority "3" is not the solution set, and scores 0 as an answer to `2, 3`.
+    ("2, 3", ["x = 2 or x = 3", "3", "3"], ["2,3", None, None], 1 / 3, 0.0),
+    ("2, 3", ["x = 2 or x = 3", "3, 2", "5"], ["2,3", "2,3", None], 2 / 3, 1.0),  # an unordered list by its sorted items
+    ("6", ["\uff16", "6", "\uff16"], [None, "6", None], 1 / 3, 0.0),  # look-alike digits vote for nothing
+    ("6", ["6", "\uff16", "\uff16"], ["6", None, None], 1 / 3, 0.0),
+    ("46", ["66 - 20", "66 - 20", "46"], [None, None, "46"], 1 / 3, 0.0),  # not in final form
+    ("5", ["x = 2+3 = 5", "5", "4"], ["5", "5", "4"], 2 / 3, 1.0),  # the chain's last term, as scored
+    ("1/2", ["0.5", "7", "\\frac{1}{2}", "7", "\\dfrac12"], ["1/2", "7", "1/2", "7", "1/2"], 0.6, 1.0),
+    # `0.33` is right for 1/3 as a rounding, `33/100` is not: two keys, each with its own verdict.
+    ("1/3", ["0.33", "33/100", "33/100", "0.33", "0.33"], ["0.33", "33/100", "33/100", "0.33", "0.33"], 0.6, 1.0),
+    ("1/3", ["33/100", "0.33", "33/100"], ["33/100", "0.33", "33/100"], 1 / 3, 0.0),
+])  # fmt: skip
+def test_maj_votes_on_the_answer_that_was_scored(gold, answers, keys, pass1, maj):
+    item, m = score_answers(gold, answers)
+    assert item["vote_keys"] == keys
+    assert m["pass@1"] == pytest.approx(pass1) and m[f"maj@{len(answers)}"] == pytest.approx(maj)
+    # Without a tie at the top the vote does not depend on the samples' order.
+    counts = sorted(collections.Counter(keys).values(), reverse=True)
+    if len(counts) == 1 or counts[0] > counts[1]:
+        for order in set(itertools.permutations(answers)):
+            assert score_answers(gold, list(order))[1][f"maj@{len(answers)}"] == pytest.approx(maj), order
+
+
+_POOLS = {
+    "6": ["6", "\uff16", "6.0", "12/2", "x = 6", "2+4", "7", "\\frac{12}{2}", "6 or 7", "x = 2+4 = 6", "", "six"],
+    "1/3": ["0.33", "0.333", "0.3", "1/3", "\\frac13", "33/100", "2/6", "0.34", "x = 1/3"],
+    "2, 3": ["x = 2 or x = 3", "3, 2", "2", "3", "2, 3, 4", "x=3 \\text{ or } x=2", "\\{2, 3\\}"],
+    "\\frac{\\pi}{2}": ["\\pi/2", "\\frac{\\pi}{2}", "1.57", "90", "\\dfrac\\pi2", "\\pi"],
+}
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_every_key_has_the_verdict_of_its_samples_and_maj_at_1_is_pass_at_1(strict):
+    # Invariants on random draws: each vote key's verdict is the verdict of every sample voting for it,
+    # so maj@1 (each sample its own majority) equals pass@1, whatever was drawn and in whatever order.
+    rng = random.Random(0)
+    rows, completions = [], []
+    for i in range(40):
+        gold = rng.choice(list(_POOLS))
+        rows.append({"id": str(i), "answer": gold})
+        picks = [rng.choice(_POOLS[gold]) for _ in range(6)]
+        completions.append([T(a) if rng.random() < 0.8 else f"<answer>{a}</answer>" for a in picks])
+    items = score_math(rows, completions, answer_format="answer_tag", strict=strict)
+    for item in items:
+        for key, ok in zip(item["vote_keys"], item["correct"]):
+            assert key is None and not ok or key is not None and item["key_correct"][key] == ok, (item["gold"], key)
+    m = summarize(items, ks=[1, 6])
+    assert m["maj@1"] == pytest.approx(m["pass@1"]) and 0 < m["maj@6"] < 1
 
 
 def test_maj_at_k_votes_on_normalized_answers():
