@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from rewards.code import binary_code_reward, build_program, extract_code, row_tests
-# `_prediction_answer` is the answer selection and gating `verify_batch` applies: maj@k votes on exactly
-# what the verdict was about, never on a second reading of the completion.
 from rewards.math import _gold_answer, _prediction_answer, accuracy_reward, strict_accuracy, verify_batch
 from rewards.math.answer import is_well_formatted
 from rewards.math.normalize import Num, canonical, clean, collection, parse_number
@@ -76,6 +74,7 @@ def claimed_math(text: str, gold: str, *, bare: bool, answer_format: str, think_
     ('2, 3', None, None)
     """
     fmt = "bare" if bare else answer_format
+    # verify_batch's own answer selection and gates, not a second reading: a vote is about what was scored.
     return _prediction_answer(text, _gold_answer(gold), fmt, think_prefilled, final_form, "")
 
 

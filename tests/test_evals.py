@@ -318,7 +318,7 @@ def test_custom_code_file(tmp_path):
 
 
 def test_hub_rows_without_the_id_column_get_the_local_files_ids(data_dir, monkeypatch):
-    import evals.tasks as tasks
+    from evals import tasks
 
     local = load_task_rows(get_task("gsm8k"), max_samples=3)
     hub_like = [{"question": r["question"], "answer": r["answer"], "prompt": r["prompt"]} for r in local]
