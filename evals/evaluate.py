@@ -27,7 +27,7 @@ from typing import Literal
 
 from evals.metrics import default_ks, summarize
 from evals.predictions import read_predictions
-from evals.report import dir_label, write_report
+from evals.report import dir_label, ensure_output_dir, read_json, write_report
 from evals.tasks import EvalTask, custom_task, get_task, load_task_rows
 from r1kit.config import arg, check_path, config_help, load_config, parse_overrides, to_dict
 from r1kit.errors import UserError
@@ -136,9 +136,8 @@ def score_task(cfg: EvalConfig, task: EvalTask, rows: list[dict], generations: d
 
 def write_outputs(out: Path, task: EvalTask, metrics: dict, items: list[dict]) -> None:
     """Merge one benchmark into `out/results.json` and write its details JSONL (atomically)."""
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read_json(results_path) if results_path.is_file() else {}
     results[task.name] = metrics
     _atomic_write(results_path, json.dumps(results, indent=2) + "\n")
     lines = [json.dumps({k: v for k, v in it.items() if k != "key_correct"}, ensure_ascii=False) for it in items]
@@ -169,7 +168,7 @@ def score_only(cfg: EvalConfig) -> list[tuple[str, Path]]:
     (task,) = eval_tasks(cfg)
     rows = task_rows(cfg, task)
     generations = read_predictions(cfg.predictions, [r["id"] for r in rows], task.name)
-    out = Path(cfg.output_dir)
+    out = Path(cfg.output_dir)  # created by `prepare_outputs`
     metrics, items = score_task(cfg, task, rows, generations)
     write_outputs(out, task, metrics, items)
     label = Path(cfg.predictions).stem
@@ -195,13 +194,24 @@ def model_labels(models: list[str]) -> list[str]:
     return labels
 
 
+def model_output_dirs(cfg: EvalConfig) -> list[Path]:
+    """Where each model's results go: the output directory itself, or one subdirectory per model."""
+    out_root = Path(cfg.output_dir)
+    return [out_root] if len(cfg.model) <= 1 else [out_root / label for label in model_labels(cfg.model)]
+
+
+def prepare_outputs(cfg: EvalConfig) -> None:
+    """Create every output directory before any generation or scoring: a bad path fails in a second."""
+    for out in [Path(cfg.output_dir), *model_output_dirs(cfg)]:
+        if (ensure_output_dir(out, "output_dir") / "results.json").is_file():
+            read_json(out / "results.json")  # merged into after scoring: unreadable is an error now, not then
+
+
 def generate_and_score(cfg: EvalConfig) -> list[tuple[str, Path]]:
     from evals.generate import generate_task, open_model
 
-    out_root = Path(cfg.output_dir)
     runs = []
-    for model, label in zip(cfg.model, model_labels(cfg.model)):
-        out = out_root if len(cfg.model) == 1 else out_root / label
+    for model, label, out in zip(cfg.model, model_labels(cfg.model), model_output_dirs(cfg)):
         generator = open_model(model, cfg)
         for task in eval_tasks(cfg):
             rows = task_rows(cfg, task)
@@ -296,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config_help(EvalConfig))
         return 0
     cfg = load_eval_config(argv)
+    prepare_outputs(cfg)
     runs = score_only(cfg) if cfg.predictions else generate_and_score(cfg)
 
     paths = write_report(Path(cfg.output_dir), report_entries(cfg, runs), run_dir=cfg.run_dir, samples=cfg.report_samples)

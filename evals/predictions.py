@@ -55,10 +55,14 @@ def read_predictions(path: str | Path, ids: list[str], benchmark: str) -> dict[s
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--predictions {path}: no such file.")
+        raise UserError(f"--predictions {path}: {'a directory, not a file' if path.is_dir() else 'no such file'}.")
     known, out, first_n = set(ids), {}, None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _bad(path, lineno, "not UTF-8 text (a JSONL file has one JSON object per line).") from None
             if not line.strip():
                 continue
             try:

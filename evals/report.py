@@ -35,16 +35,52 @@ _SAMPLE_CHARS = 1500
 # ------------------------------------------------------------------------------------ loading
 
 
+def ensure_output_dir(path: Path, key: str) -> Path:
+    """Create the output directory ``path`` before any work, or say (a `UserError` naming ``key``) why it
+    cannot be one: a file in its place or above it, or no permission."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{key} '{path}': '{blocker}' is a file, not a directory. Give a directory (created if missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key} '{path}': cannot create the directory ({e.strerror}). Give a writable path.") from None
+    return path
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object file this package wrote (results.json); anything else is a `UserError`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a valid JSON file ({e}). Delete it or give another directory.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of benchmark -> metrics, got {type(data).__name__}.")
+    return data
+
+
+def _read_jsonl(path: Path, what: str) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); {what}") from None
+    return rows
+
+
 def load_entry(label: str, path: Path) -> dict:
     """One eval output directory: its results and per-item details by benchmark."""
     results_path = path / "results.json"
     if not results_path.is_file():
         raise UserError(f"{path} holds no results.json: give the output directory of an `r1kit eval` run.")
-    results = json.loads(results_path.read_text())
+    results = read_json(results_path)
     details = {}
     for bench in results:
         f = path / "details" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench)}.jsonl"
-        details[bench] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+        details[bench] = _read_jsonl(f, "rerun `r1kit eval` to rewrite the details.") if f.is_file() else []
     return {"label": label, "path": path, "results": results, "details": details}
 
 
@@ -53,7 +89,7 @@ def read_run_metrics(run_dir: Path) -> list[dict]:
     f = run_dir / "metrics.jsonl"
     if not f.is_file():
         raise UserError(f"run_dir {run_dir} has no metrics.jsonl (give the output_dir of a GRPO or SFT run).")
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return _read_jsonl(f, "a run stopped mid-write leaves a partial last line: delete it.")
 
 
 # ------------------------------------------------------------------------------------ numbers
@@ -479,7 +515,7 @@ def write_report(out: Path, dirs: list[tuple[str, Path]], run_dir: str | Path | 
         raise UserError("nothing to report: give at least one eval output directory.")
     entries = [load_entry(label, Path(p)) for label, p in dirs]
     run_rows = read_run_metrics(Path(run_dir)) if run_dir else None
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(out, "output")
     blocks = build_blocks(entries, run_rows, out / "plots", samples)
     (out / "report.md").write_text(render_md(blocks, out), encoding="utf-8")
     (out / "report.html").write_text(render_html(blocks), encoding="utf-8")
@@ -498,6 +534,9 @@ def report_cli(argv: list[str]) -> int:
     parser.add_argument("--run_dir", help="a training run directory with metrics.jsonl (training curves)")
     parser.add_argument("--samples", type=int, default=2, help="correct and incorrect samples shown per benchmark")
     args = parser.parse_args(argv)
+    ensure_output_dir(Path(args.output), "--output")
+    if args.samples < 0:
+        raise UserError(f"--samples {args.samples}: give a count of samples, 0 or more.")
     if args.labels and len(args.labels) != len(args.results):
         raise UserError(f"--labels gives {len(args.labels)} names for {len(args.results)} --results directories.")
     labels = args.labels or [dir_label(Path(d)) for d in args.results]

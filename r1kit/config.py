@@ -178,9 +178,11 @@ def check_path(name: str, value: str, kind: str, source: str, check_paths: bool 
     """Raise UserError when `value` of key `name` is not the `kind` of path its field declares."""
     p = Path(os.path.expanduser(value))
     if kind == "file" and not p.is_file():
-        raise UserError(f"{source}: key '{name}': file '{value}' does not exist. Fix the path.")
+        what = "is a directory, not a file" if p.is_dir() else "does not exist"
+        raise UserError(f"{source}: key '{name}': file '{value}' {what}. Fix the path.")
     if kind == "dir" and not p.is_dir():
-        raise UserError(f"{source}: key '{name}': directory '{value}' does not exist. Fix the path.")
+        what = "is a file, not a directory" if p.exists() else "does not exist"
+        raise UserError(f"{source}: key '{name}': directory '{value}' {what}. Fix the path.")
     if kind == "file_or_dir" and not p.exists():
         raise UserError(f"{source}: key '{name}': path '{value}' does not exist. Fix the path.")
     if kind in ("model", "tokenizer"):

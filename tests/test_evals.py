@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import random
+import re
 import statistics
 
 import pytest
@@ -326,3 +327,52 @@ def test_hub_rows_without_the_id_column_get_the_local_files_ids(data_dir, monkey
     assert [r["id"] for r in load_task_rows(get_task("gsm8k"))] == [r["id"] for r in local]
     with pytest.raises(UserError, match="no id field 'unique_id'"):
         load_task_rows(get_task("math500"))
+
+
+@pytest.mark.parametrize("case,message", [
+    ("output_is_a_file", "output_dir '{t}/taken': '{t}/taken' is a file, not a directory"),
+    ("output_below_a_file", "output_dir '{t}/taken/sub': '{t}/taken' is a file, not a directory"),
+    ("predictions_is_a_directory", "file '{t}/predsdir' is a directory, not a file"),
+    ("predictions_not_utf8", "preds.jsonl:2: not UTF-8 text"),
+    ("results_json_corrupt", "results.json: not a valid JSON file"),
+])  # fmt: skip
+def test_bad_paths_are_user_errors_before_any_scoring(tmp_path, data_dir, monkeypatch, case, message):
+    from evals import evaluate
+
+    monkeypatch.setattr(evaluate, "score_task", lambda *a: pytest.fail("scored before the check"))
+    preds, out = _gsm8k_file(tmp_path, data_dir), tmp_path / "o"
+    (tmp_path / "taken").write_text("a file")
+    (tmp_path / "predsdir").mkdir()
+    if case.startswith("output"):
+        out = tmp_path / ("taken" if case == "output_is_a_file" else "taken/sub")
+    elif case == "predictions_is_a_directory":
+        preds = tmp_path / "predsdir"
+    elif case == "predictions_not_utf8":
+        preds.write_bytes(preds.read_bytes().split(b"\n")[0] + b"\n\xff\xfe{}\n")
+    if case == "results_json_corrupt":
+        out.mkdir()
+        (out / "results.json").write_text('{"gsm8k": ')
+    with pytest.raises(UserError, match=re.escape(message.format(t=tmp_path))):
+        eval_main(["--predictions", str(preds), "--benchmark", "gsm8k", "--output", str(out), "--max_samples", "5"])
+
+
+def test_cli_exits_2_when_the_output_is_a_file(tmp_path, data_dir, capsys):
+    from r1kit.cli import main as r1kit_main
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(SystemExit) as e:
+        r1kit_main(["eval", "--predictions", str(_gsm8k_file(tmp_path, data_dir)), "--benchmark", "gsm8k",
+                    "--output", str(tmp_path / "taken"), "--max_samples", "5"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "is a file, not a directory" in err and "Traceback" not in err
+
+
+def test_report_subcommand_bad_paths(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        eval_main(["report", "--results", str(run), "--output", str(tmp_path / "taken")])
+    with pytest.raises(UserError, match="expected a JSON object"):
+        eval_main(["report", "--results", str(run), "--output", str(tmp_path / "rep")])
