@@ -52,6 +52,15 @@ class _Tables(html.parser.HTMLParser):
             self._cell += data
 
 
+@pytest.fixture
+def no_report(monkeypatch):
+    """For tests of generation and resume: the report (drawn and checked by the tests on `two_models`)
+    is the slow part of an eval call on tiny models, so these calls skip drawing it."""
+    from evals import evaluate
+
+    monkeypatch.setattr(evaluate, "write_report", lambda out, *a, **k: {"html": out / "report.html", "md": out / "report.md", "plots": []})
+
+
 @pytest.fixture(scope="module")
 def two_models(tiny_dir, tmp_path_factory, few_threads):
     """Policy and student of the tiny build evaluated together, with a fake training run beside them."""
@@ -122,7 +131,7 @@ def test_report_markdown_and_pngs(two_models):
     assert "| benchmark | policy pass@1 | student pass@1 | Δ student vs policy |" in md
 
 
-def test_rerun_resumes_per_item_and_refuses_other_settings(two_models, monkeypatch):
+def test_rerun_resumes_per_item_and_refuses_other_settings(two_models, monkeypatch, no_report):
     out, argv = two_models
     gen_file = out / "student" / "generations" / "synthetic_arithmetic.jsonl"
     lines = gen_file.read_text().splitlines()
@@ -139,7 +148,7 @@ def test_rerun_resumes_per_item_and_refuses_other_settings(two_models, monkeypat
         eval_main(argv + ["--temperature", "0.7"])
 
 
-def test_lora_adapter_directory_is_evaluated_on_its_base(tiny_dir, tmp_path, few_threads):
+def test_lora_adapter_directory_is_evaluated_on_its_base(tiny_dir, tmp_path, few_threads, no_report):
     from r1kit.modeling.loading import load_model
     from r1kit.modeling.lora import apply_lora, save_adapter
 
@@ -177,7 +186,7 @@ def test_report_renders_in_a_browser_and_is_not_blank(two_models, tmp_path):
     assert dominant < 0.97 * image.size[0] * image.size[1]  # not one colour: text, tables and plots drew
 
 
-def test_training_checkpoint_folders_are_evaluated_by_their_model(tiny_dir, tmp_path, few_threads):
+def test_training_checkpoint_folders_are_evaluated_by_their_model(tiny_dir, tmp_path, few_threads, no_report):
     ckpt = tmp_path / "grpo" / "checkpoint-3"
     shutil.copytree(tiny_dir / "student", ckpt / "model")
     (ckpt / "state").mkdir()
