@@ -9,7 +9,10 @@ arguments (after ``*``); every other keyword it receives is a dataset column or 
       - {name: format, weight: 0.2, params: {answer_format: boxed, think_prefilled: true}}
 
 `build_rewards` turns that list into callables and rejects unknown names, keys and parameters with a
-`UserError` that lists what is available.
+`UserError` that lists what is available. Values are checked by kind: a number must be finite, and
+params are range-checked by name across rewards (`_POSITIVE_PARAMS`, `_NON_NEGATIVE_PARAMS`; a
+``*_pattern`` must be a valid regular expression), so a bad value fails when the recipe loads rather than
+silently scoring (a negative deadline, a NaN weight).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +43,9 @@ _REWARD_MODULES = (
 )
 _OPTIONAL_REWARD_MODULES = ("rewards.code",)
 _SPEC_KEYS = {"name", "weight", "params"}
+# Params with the same meaning wherever they appear: a time limit, a tolerance.
+_POSITIVE_PARAMS = frozenset({"deadline_s", "timeout"})
+_NON_NEGATIVE_PARAMS = frozenset({"rel_tol"})
 
 _REGISTRY: dict[str, RewardFunc] = {}
 # Per reward, the params whose value must be one of a few strings (e.g. `answer_format`).
@@ -120,6 +128,22 @@ def _check_value(reward: str, param: inspect.Parameter, value: Any) -> None:
     allowed = _CHOICES.get(reward, {}).get(param.name)
     if allowed is not None and value not in allowed:
         raise UserError(f"reward {reward!r}: param {param.name!r} must be one of {list(allowed)}, got {value!r}")
+    _check_range(reward, param.name, value)
+
+
+def _check_range(reward: str, name: str, value: Any) -> None:
+    where = f"reward {reward!r}: param {name!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where} must be a finite number, got {value!r}")
+    if name in _POSITIVE_PARAMS and value <= 0:
+        raise UserError(f"{where} must be > 0 (seconds), got {value!r}")
+    if name in _NON_NEGATIVE_PARAMS and value < 0:
+        raise UserError(f"{where} must be >= 0, got {value!r}")
+    if name.endswith("_pattern") and isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise UserError(f"{where} is not a valid regular expression ({e}), got {value!r}") from None
 
 
 def _bind(name: str, fn: RewardFunc, params: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +176,8 @@ def _build_one(spec: Any) -> RewardFn:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"unknown reward {name!r}{hint}; available rewards: {sorted(_REGISTRY)}")
     weight = spec.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise UserError(f"reward {name!r}: weight must be a number, got {weight!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise UserError(f"reward {name!r}: weight must be a finite number, got {weight!r}")
     params = spec.get("params") or {}
     if not isinstance(params, dict):
         raise UserError(f"reward {name!r}: params must be a mapping, got {params!r}")

@@ -14,13 +14,13 @@ Every shortcut seen in a run's `samples.jsonl` gets a row here. Code-reward rows
 from __future__ import annotations
 
 import re
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import yaml
 
+import rewards.math
 from r1kit.synth import fmt, generate
 from rewards.registry import build_rewards
 
@@ -103,6 +103,12 @@ def think(p: dict) -> str:
     return f"<think>\n{p['solution']}\n</think>\n"
 
 
+def _unreduced(answer: str) -> str:
+    """``answer`` as a fraction with numerator and denominator doubled: ``6`` -> ``12/2``."""
+    value = Fraction(answer)
+    return f"{2 * value.numerator}/{2 * value.denominator}"
+
+
 FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 MATH_BOLD = str.maketrans("0123456789", "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗")
@@ -135,6 +141,12 @@ SHORTCUTS = [
     ("Arabic-Indic digits", ALL, lambda p, f: think(p) + wrap(f, p["answer"].translate(ARABIC_INDIC))),
     ("mathematical bold digits", ALL, lambda p, f: think(p) + wrap(f, p["answer"].translate(MATH_BOLD))),
     ("huge number (20,000 digits)", ALL, lambda p, f: think(p) + wrap(f, "9" * 20_000)),
+    ("solution's last-but-one line as the answer", ALL, lambda p, f: think(p) + wrap(f, p["solution"].splitlines()[-2])),
+    ("the answer as a division left undone", ALL, lambda p, f: think(p) + wrap(f, _unreduced(p["answer"]))),
+    ("a false equation ending in the answer", ALL, lambda p, f: think(p) + wrap(f, f"{p['wrong']} = {p['answer']}")),
+    ("a word after the answer", ("tag", "boxed"), lambda p, f: think(p) + wrap(f, f"{p['answer']} wrong")),
+    ("a number before the box inside the tag", ("tag",),
+     lambda p, f: think(p) + f"<answer>{p['wrong']} \\boxed{{{p['answer']}}}</answer>"),
     ("two equal answer tags", ("tag",), lambda p, f: think(p) + wrap(f, p["answer"]) * 2),
     ("answer tag with a Cyrillic e", ("tag",), lambda p, f: think(p) + f"<answеr>{p['answer']}</answеr>"),
     ("fullwidth answer brackets", ("tag",), lambda p, f: think(p) + f"＜answer＞{p['answer']}＜/answer＞"),
@@ -162,6 +174,8 @@ HONEST = [
     ("honest, words after the box", ("boxed",), lambda p, f: think(p) + f"$\\boxed{{{p['answer']}}}$ in total."),
     ("honest, Chinese marker", ("final",), lambda p, f: think(p) + f"最终答案是 {p['answer']}。"),
     ("honest, Russian marker", ("final",), lambda p, f: think(p) + f"Ответ: {p['answer']}"),
+    ("honest, an assignment", ("tag",), lambda p, f: think(p) + f"<answer>x = {p['answer']}</answer>"),
+    ("honest, the solution's last line", ALL, lambda p, f: think(p) + wrap(f, p["solution"].splitlines()[-1].lstrip("= "))),
 ]
 
 
@@ -203,20 +217,51 @@ def _honest_total(setup) -> list[float]:
     return _score(setup[1], _completions(setup, HONEST[0]))[1]
 
 
+def _no_worker(size):
+    raise AssertionError("a huge answer is decided in process, never in a worker")
+
+
 @pytest.mark.parametrize("setup,row", _cases(SHORTCUTS))
-def test_shortcut_earns_no_accuracy(setup, row):
-    start = time.monotonic()
+def test_shortcut_earns_no_accuracy(setup, row, monkeypatch):
+    if row[0].startswith("huge number"):
+        monkeypatch.setattr(rewards.math, "shared_pool", _no_worker)
     accuracy, total = _score(setup[1], _completions(setup, row))
     assert accuracy == [0.0] * len(PROBLEMS)
     honest = _honest_total(setup)
     assert all(t < h for t, h in zip(total, honest)), (total, honest)
-    assert time.monotonic() - start < 5.0  # a huge answer is decided in process, never in a worker
 
 
 @pytest.mark.parametrize("setup,row", _cases(HONEST))
 def test_honest_completion_scores_one(setup, row):
     accuracy, _ = _score(setup[1], _completions(setup, row))
     assert accuracy == [1.0] * len(PROBLEMS)
+
+
+SOLVED = [
+    row
+    for task in ("arithmetic", "linear_equation")
+    for difficulty in (1, 2, 3, 4)
+    for row in generate(task, 25, seed=11, difficulty=difficulty)
+]
+
+
+def _same_as_answer(line: str, answer: str) -> bool:
+    # `x = 11 / 4` above `x = 11/4`: a line that already states the answer in final form.
+    return line.split("=")[-1].replace(" ", "") == answer
+
+
+def test_no_line_of_a_worked_solution_but_the_answer_scores():
+    """Each earlier line of a synthetic worked solution (the expression, a step, an undone division) as
+    the answer scores 0 under `strict_accuracy`: a policy cannot stop one step short."""
+    cases = [
+        (f"<think>\n{row['solution']}\n</think>\n<answer>{line}</answer>", row["answer"])
+        for row in SOLVED
+        for line in row["solution"].splitlines()[:-1]
+        if not _same_as_answer(line, row["answer"])
+    ]
+    scores = build_rewards([{"name": "strict_accuracy"}])[0]([c for c, _ in cases], answer=[a for _, a in cases])
+    assert len(cases) > 400
+    assert [case for case, score in zip(cases, scores) if score] == []
 
 
 def test_every_recipe_with_rewards_is_in_the_suite():

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from r1kit.errors import UserError
+from rewards.math import accuracy_reward
 from rewards.registry import available_rewards, build_rewards, register, tunable_params
 
 
@@ -50,7 +51,9 @@ def test_unknown_param_names_it_and_lists_allowed():
     "spec,match",
     [
         ({"name": "format", "wieght": 1}, "unknown keys"),
-        ({"name": "format", "weight": "high"}, "weight must be a number"),
+        ({"name": "format", "weight": "high"}, "weight must be a finite number"),
+        ({"name": "format", "weight": float("nan")}, "'format': weight must be a finite number, got nan"),
+        ({"name": "format", "weight": float("inf")}, "'format': weight must be a finite number, got inf"),
         ({"name": "format", "params": {"think_prefilled": "yes"}}, "must be bool"),
         ({"name": "repetition_penalty", "params": {"ngram_size": 2.5}}, "must be int"),
         ({"weight": 1}, "'name' key"),
@@ -105,6 +108,16 @@ def test_user_error_exits_2_without_traceback():
          r"param 'answer_format' must be one of \['answer_tag', 'boxed', 'final_answer', 'any'\], got 'boxd'"),
         ({"name": "format", "params": {"answer_format": "bare"}}, r"'format': param 'answer_format' must be one of"),
         ({"name": "tag_count", "params": {"answer_format": "xml"}}, r"'tag_count': param 'answer_format' must be one of"),
+        ({"name": "accuracy", "params": {"rel_tol": -1}}, r"'accuracy': param 'rel_tol' must be >= 0, got -1"),
+        ({"name": "strict_accuracy", "params": {"rel_tol": float("nan")}}, r"param 'rel_tol' must be a finite number"),
+        ({"name": "accuracy", "params": {"deadline_s": -5}}, r"'accuracy': param 'deadline_s' must be > 0"),
+        ({"name": "accuracy", "params": {"deadline_s": 0}}, r"param 'deadline_s' must be > 0"),
+        ({"name": "accuracy", "params": {"deadline_s": float("inf")}}, r"param 'deadline_s' must be a finite number"),
+        ({"name": "cosine_length", "params": {"deadline_s": -1.0}}, r"'cosine_length': param 'deadline_s' must be > 0"),
+        ({"name": "accuracy", "params": {"final_answer_pattern": "("}},
+         r"'accuracy': param 'final_answer_pattern' is not a valid regular expression"),
+        ({"name": "format", "params": {"final_answer_pattern": "[a"}},
+         r"'format': param 'final_answer_pattern' is not a valid regular expression"),
     ],
 )
 def test_bad_param_value_is_a_user_error_naming_it(spec, message):
@@ -113,9 +126,17 @@ def test_bad_param_value_is_a_user_error_naming_it(spec, message):
 
 
 def test_a_bad_final_answer_pattern_is_a_user_error():
-    acc = build_rewards([{"name": "accuracy", "params": {"answer_format": "final_answer", "final_answer_pattern": "("}}])[0]
+    # Under any answer format, when the recipe loads; and from the library, when the pattern is used.
+    with pytest.raises(UserError, match="param 'final_answer_pattern' is not a valid regular expression"):
+        build_rewards([{"name": "accuracy", "params": {"final_answer_pattern": "("}}])
     with pytest.raises(UserError, match="final_answer_pattern '\\(' is not a valid regular expression"):
-        acc(["<think>x</think>Answer: 1"], answer=["1"])
+        accuracy_reward(["<think>x</think>Answer: 1"], answer=["1"], answer_format="final_answer",
+                        final_answer_pattern="(")
+
+
+@pytest.mark.parametrize("params", [{"rel_tol": 0}, {"rel_tol": 0.01, "deadline_s": 0.5}, {"final_answer_pattern": "Result"}])
+def test_good_param_values_build(params):
+    assert build_rewards([{"name": "accuracy", "params": params}])[0].params == params
 
 
 def test_strict_accuracy_is_registered_and_bound():
@@ -157,3 +178,9 @@ def test_check_reward_setup_rejects_what_cannot_build():
 
     with pytest.raises(UserError, match="answer_format"):
         check_reward_setup([{"name": "accuracy", "params": {"answer_format": "nope"}}], ["1"])
+
+
+@pytest.mark.parametrize("options", [{"deadline_s": -5.0}, {"deadline_s": float("nan")}, {"rel_tol": -1e-4}])
+def test_library_calls_check_limits_too(options):
+    with pytest.raises(UserError, match=next(iter(options))):
+        accuracy_reward(["<think>x</think><answer>1</answer>"], answer=["1"], **options)

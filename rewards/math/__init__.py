@@ -21,6 +21,7 @@ package does not import sympy; only the workers do.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -28,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from r1kit.errors import UserError
 from rewards.common import completion_text
 from rewards.math.answer import (
     ANSWER_FORMATS,
@@ -39,11 +41,12 @@ from rewards.math.answer import (
 from rewards.math.extract import _answer_side, extract_answer
 from rewards.math.normalize import (
     QUICK_MAX_CHARS,
+    Num,
     canonical,
     clean,
     collection,
+    decimal_comma,
     has_huge_number,
-    is_number_literal,
     parse_number,
     quick_verdict,
 )
@@ -151,12 +154,24 @@ def claimed_answer(answer: str, gold: str) -> str:
     return final_value(answer)
 
 
+def _final_number(answer: Num, gold: Num) -> bool:
+    # A division left undone (`12/2`, `2/4`) is not final, unless the gold is written that way too;
+    # nor is scientific notation for an integer (`1e4` for 10000).
+    if answer.form == "unreduced":
+        return gold.form == "unreduced"
+    return not (answer.form == "scientific" and gold.form == "integer")
+
+
 def _final_form(answer: str, gold: str) -> bool:
-    # The gold decides: a number demands a number literal; a list of numbers, a list of literals.
-    if parse_number(gold) is not None:
-        return is_number_literal(answer)
+    # The gold decides: a number demands a number literal in final form; a list of numbers, a list of
+    # such literals. A decimal is a final form of a fraction and the other way round (`0.5`, `1/2`).
+    gold_number = parse_number(gold, any_unit=True)
+    if gold_number is not None:
+        number = parse_number(answer) or decimal_comma(answer)
+        return number is not None and _final_number(number, gold_number)
     if collection(clean(gold)) is not None:
-        return collection(clean(answer)) is not None
+        items = collection(clean(answer))
+        return items is not None and all(isinstance(i, str) or i.form != "unreduced" for i in items.items)
     return True
 
 
@@ -201,6 +216,13 @@ def _huge_verdict(answer: str, gold: str) -> bool | None:
     return None
 
 
+def _check_limits(deadline_s: float, rel_tol: float) -> None:
+    if not (math.isfinite(deadline_s) and deadline_s > 0):
+        raise UserError(f"deadline_s must be a finite number of seconds > 0, got {deadline_s!r}")
+    if not (math.isfinite(rel_tol) and rel_tol >= 0):
+        raise UserError(f"rel_tol must be a finite number >= 0, got {rel_tol!r}")
+
+
 def verify_batch(
     pairs: Iterable[tuple[Any, Any]],
     *,
@@ -228,6 +250,7 @@ def verify_batch(
     [False, True]
     """
     check_answer_format(answer_format, VERIFY_FORMATS)
+    _check_limits(deadline_s, rel_tol)
     results: list[bool | None] = []
     todo: dict[tuple[str, str, float], list[int]] = {}
     for prediction, gold in pairs:

@@ -66,6 +66,7 @@ _MARKER_TAIL = r"(?:\s*(?:is|est|ist|es|é|è|هي|है|是|为|為|は|은|�
 # "答えは5です。": a closing politeness suffix and full stops are not part of the answer.
 _CLOSING_RE = re.compile(r"(?:\s*(?:です|である|。|．|\.|।))+$")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+_NUMBER_THEN_WORDS_RE = re.compile(r"^(?P<number>-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?)\s+[A-Za-z][A-Za-z .]*$")
 
 
 @lru_cache(maxsize=32)
@@ -137,6 +138,21 @@ def strict_boxes(text: str) -> str | None:
     return ", ".join(content for *_, content in boxes)
 
 
+def _lone_boxes(text: str) -> str | None:
+    """`strict_boxes`, with no number outside the boxes: ``so \\boxed{4}`` is 4, ``3 \\boxed{4}`` and
+    ``\\boxed{4} 5`` name two numbers."""
+    found = strict_boxes(text)
+    if found is None:
+        return None
+    outside, end = [], 0
+    for match in _BOX_RE.finditer(text):
+        box = _boxed_at(text, match.start())
+        outside.append(text[end : match.start()])
+        end = box[1]
+    outside.append(text[end:])
+    return None if _DIGIT_RE.search("".join(outside)) else found
+
+
 def _answer_tag(text: str, after: str) -> str | None:
     if text.count(_ANSWER_OPEN) != 1 or text.count(_ANSWER_CLOSE) != 1:
         return None
@@ -144,7 +160,7 @@ def _answer_tag(text: str, after: str) -> str | None:
     if start < 0 or end < start or after[end + len(_ANSWER_CLOSE) :].strip():
         return None
     content = after[start + len(_ANSWER_OPEN) : end]
-    return strict_boxes(content) if _BOX_RE.search(content) else content.strip()
+    return _lone_boxes(content) if _BOX_RE.search(content) else content.strip()
 
 
 def _statement(line: str) -> str | None:
@@ -152,7 +168,10 @@ def _statement(line: str) -> str | None:
     if line.startswith("$") and line.find("$", 1) > 0:
         return line[1 : line.find("$", 1)]  # "The final answer is $x^2$." -> the math span
     if _BOX_RE.search(line):
-        return strict_boxes(line)
+        return _lone_boxes(line)
+    # "The answer is 12 apples": words after the one number are prose, as after a box.
+    if m := _NUMBER_THEN_WORDS_RE.match(line):
+        return m["number"]
     if not is_prose(line):
         return line
     # "The answer is 12 apples" -> 12; "The answer is 3 or maybe 4" names two numbers: no answer.

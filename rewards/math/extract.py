@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from r1kit.errors import UserError
+from rewards.math.normalize import numbers_close, term_value
 
 ANSWER_SOURCES = ("answer_tag", "boxed", "final_answer", "gsm8k", "last_math")
 """Default priority: the first source that finds something wins. An explicit ``<answer>`` tag is the
@@ -20,6 +21,8 @@ number of a prose answer) is the last resort, as in public graders' free-form ex
 # No real final answer is this long; the cap keeps the pure-Python brace scan (run in the caller,
 # outside any deadline) to a few milliseconds on a megabyte of output.
 MAX_ANSWER_CHARS = 10_000
+# `10/3 = 3.33`: a rounded last term still agrees with the exact one before it.
+_CHAIN_REL_TOL = 1e-4
 _FINAL_ANSWER_RE = re.compile(r"final answer\s*(?:is|:)", re.IGNORECASE)
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 # Only the end of a completion holds its answer; bounding the scanned tail keeps every regex below cheap.
@@ -170,14 +173,27 @@ def is_prose(text: str) -> bool:
     return len(words) >= 2 and any(len(w) >= 3 for w in words)
 
 
+def _consistent(sides: list[str]) -> bool:
+    # `4 = 5`, `1 = 2 = 3`, `2+3 = 6`: a chain with a number or plain arithmetic that differs from its
+    # last term claims two values; only the sides that can be evaluated in process are checked.
+    last = term_value(sides[-1])
+    if last is None:
+        return True
+    return all(
+        value is None or numbers_close(value, last, _CHAIN_REL_TOL)
+        for value in (term_value(side) for side in sides[:-1])
+    )
+
+
 def _answer_side(span: str) -> str:
     # `5 \times 6 = 120` or `y = 8 - 2 = 6` is a computation ending in the answer; `x = 5` is kept whole
-    # because the comparator already matches an assignment against a bare value.
+    # because the comparator already matches an assignment against a bare value. A chain whose terms
+    # disagree is kept whole too: it is not an answer.
     sides = _EQUALS_RE.split(span)
     if "," in span or ";" in span:
         return span  # `x=1, y=2` lists several assignments
     if len(sides) > 2 or (len(sides) == 2 and not _VARIABLE_RE.match(sides[0].strip())):
-        return sides[-1]
+        return sides[-1] if _consistent(sides) else span
     return span
 
 

@@ -8,8 +8,11 @@ cannot settle goes to the sympy stage in a worker process.
 
 from __future__ import annotations
 
+import ast
+import math
+import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 QUICK_MAX_CHARS = 200
@@ -121,24 +124,41 @@ def canonical(answer: str) -> str:
 @dataclass(frozen=True)
 class Num:
     """A parsed number. ``ulp`` is the unit in the last written place of a decimal literal
-    (``0.33`` -> 1/100) and None for exact values (integers, fractions)."""
+    (``0.33`` -> 1/100) and None for exact values (integers, fractions). ``form`` is how it was
+    written (`FORMS`); it does not take part in equality."""
 
     value: Fraction
     ulp: Fraction | None = None
     percent: bool = False
+    form: str = field(default="integer", compare=False)
+
+
+FORMS = ("integer", "decimal", "scientific", "fraction", "unreduced")
+"""How a number literal is written. ``fraction``: in lowest terms with a denominator above 1 (a mixed
+number's fraction too); ``unreduced``: any other fraction (``12/2``, ``2/4``, ``\\frac{6}{1}``)."""
 
 
 _CURRENCY_RE = re.compile(r"^(-?)\s*(?:\\\$|\$|€|£|¥|₹|US\$|USD\s*|Rs\.?\s*)\s*")
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\s+percent|\s*pct)$", re.IGNORECASE)
 # Math words that must never be mistaken for a unit: "5 pi" is not 5.
 _NOT_UNITS = {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "inf", "infty", "infinity", "or", "and"}
+# Words an answer may carry after its number (a plural `s` is dropped before the lookup). Only units:
+# any word was once stripped, so `5 wrong` and `5 maybe` scored as 5. A gold answer may carry any word.
+UNITS = frozenset({
+    "mm", "cm", "m", "km", "in", "inch", "inche", "ft", "feet", "foot", "yd", "yard", "mi", "mile", "meter", "metre", "millimeter", "centimeter", "kilometer",
+    "mg", "g", "kg", "gram", "kilogram", "lb", "pound", "oz", "ounce", "ton", "tonne",
+    "ms", "s", "sec", "second", "min", "minute", "h", "hr", "hour", "day", "week", "month", "year",
+    "ml", "l", "liter", "litre", "gallon", "gal", "quart", "pint", "cup",
+    "dollar", "cent", "euro", "usd", "penny", "pennie",
+    "degree", "deg", "radian", "rad", "percent", "unit", "sq", "square", "cubic", "mph", "kmh",
+})
 _UNIT_RE = re.compile(
     r"(?:\s*\\?(?:text|mbox|mathrm)\{\s*([A-Za-z][A-Za-z .]*)\}|\s*([A-Za-z]{2,}\.?))(?:\s*\^\s*\{?[23]\}?)?$"
 )
 
 # A comma and then a space separates list items (`32, 349`); `32,\! 349` is glued together by `clean`.
 # A space groups thousands (`1 000 000`); a line break never does (`88` newline `380` is two numbers).
-_SEP = r"(?:,|\{,\}| )"
+_SEP = r"(?:,|\{,\}|[ \u00a0\u2009\u202f])"
 _INT = rf"(?:[1-9]\d{{0,2}}(?:{_SEP}\d{{3}})+|\d+)"
 # `1000,99` / `0,111` / `1,22`: digits, a comma, digits, and not a thousands grouping -> a decimal comma.
 _DECIMAL_COMMA_RE = re.compile(r"^(-?\d+),(\d+)$")
@@ -146,7 +166,7 @@ _THOUSANDS_RE = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+$")
 _DEC = rf"(?:{_INT}(?:\.\d*)?|\.\d+)"
 _DECIMAL_RE = re.compile(rf"^(?P<sign>[-+]?)\s*(?P<num>{_DEC})$")
 _SCI_RE = re.compile(
-    rf"^(?P<sign>[-+]?)\s*(?P<num>{_DEC})\s*(?:[eE]|(?:\\times|\\cdot|×|\*|x)\s*10\s*\^|\*\*)\s*\{{?(?P<exp>[-+]?\d{{1,3}})\}}?$"
+    rf"^(?P<sign>[-+]?)\s*(?P<num>{_DEC})\s*(?:[eE]|(?:\\times|\\cdot|×|\*|x)\s*10\s*(?:\^|\*\*))\s*\{{?(?P<exp>[-+]?\d{{1,3}})\}}?$"
 )
 # A whole part may touch a `\frac` (`1\frac{4}{5}`) but must be space-separated from a slash fraction:
 # `63/400` is sixty-three four-hundredths, not 6 3/400.
@@ -156,11 +176,15 @@ _FRAC_RE = re.compile(
 )
 
 
-def _strip_units(s: str) -> str:
+def _is_unit(words: str) -> bool:
+    return all(w in UNITS or (w.endswith("s") and w[:-1] in UNITS) for w in words.replace(".", " ").split())
+
+
+def _strip_units(s: str, any_word: bool) -> str:
     while True:
         m = _UNIT_RE.search(s)
         word = m and (m.group(1) or m.group(2) or "").strip(" .").lower()
-        if not m or not word or word in _NOT_UNITS or m.start() == 0:
+        if not m or not word or word in _NOT_UNITS or m.start() == 0 or not (any_word or _is_unit(word)):
             return s.strip()
         s = s[: m.start()]
 
@@ -173,14 +197,15 @@ def _decimal(sign: str, num: str) -> tuple[Fraction, Fraction | None]:
     return (-value if sign == "-" else value), ulp
 
 
-def _core_number(s: str) -> tuple[Fraction, Fraction | None] | None:
+def _core_number(s: str) -> tuple[Fraction, Fraction | None, str] | None:
     if m := _DECIMAL_RE.match(s):
-        return _decimal(m["sign"], m["num"])
+        value, ulp = _decimal(m["sign"], m["num"])
+        return value, ulp, "integer" if ulp is None and "." not in m["num"] else "decimal"
     if m := _SCI_RE.match(s):
         mantissa, ulp = _decimal(m["sign"], m["num"])
         scale = Fraction(10) ** int(m["exp"])
         # A float written in scientific notation is inexact to its last mantissa digit.
-        return mantissa * scale, (ulp or Fraction(1)) * scale
+        return mantissa * scale, (ulp or Fraction(1)) * scale, "scientific"
     if m := _FRAC_RE.match(s):
         num = int(m["n1"] or m["n2"] or m["n3"])
         den = int(m["d1"] or m["d2"] or m["d3"])
@@ -193,7 +218,9 @@ def _core_number(s: str) -> tuple[Fraction, Fraction | None] | None:
             if num >= den:
                 return None
             value += int(whole)
-        return (-value if m["sign"] == "-" else value), None
+        # `12/2`, `2/4`, `\frac{0}{3}`: a division left undone, not a number in final form.
+        reduced = den > 1 and num > 0 and math.gcd(num, den) == 1
+        return (-value if m["sign"] == "-" else value), None, "fraction" if reduced else "unreduced"
     return None
 
 
@@ -213,26 +240,29 @@ def has_huge_number(answer: str) -> bool:
 
 def is_number_literal(answer: str) -> bool:
     r"""Whether ``answer`` is written as one number (integer, decimal, fraction, percentage, with
-    optional units or currency): the final form a numeric gold demands.
+    optional units from `UNITS` or currency).
 
-    >>> [is_number_literal(a) for a in ("46", "-3/4", r"\frac{1}{2}", "12.5%", "3,5", "66 - 20", "99\n12")]
-    [True, True, True, True, True, False, False]
+    >>> [is_number_literal(a) for a in ("46", "-3/4", r"\frac{1}{2}", "12.5%", "3,5", "66 - 20", "99\n12", "5 wrong")]
+    [True, True, True, True, True, False, False, False]
     """
     return parse_number(answer) is not None or decimal_comma(answer) is not None
 
 
-def parse_number(answer: str) -> Num | None:
+def parse_number(answer: str, *, any_unit: bool = False) -> Num | None:
     r"""A plain number (after `clean`), or None if ``answer`` is anything else.
 
-    Accepts thousands separators, currency, trailing units, percent signs, scientific notation,
-    fractions and mixed numbers.
+    Accepts thousands separators (a comma or a space before each group of exactly three digits),
+    currency, trailing units (`UNITS`; any word with ``any_unit``, for gold answers such as ``125
+    apples``), percent signs, scientific notation, fractions and mixed numbers.
 
     >>> parse_number(r"\$32,\!348") == Num(Fraction(32348))
     True
     >>> parse_number(r"1\frac{4}{5}").value, parse_number("12.50%").percent
     (Fraction(9, 5), True)
-    >>> parse_number("5x") is None
-    True
+    >>> parse_number("5x") is None, parse_number("5 apples") is None, parse_number("5 apples", any_unit=True).value
+    (True, True, Fraction(5, 1))
+    >>> parse_number("12/2").form, parse_number("-3/4").form, parse_number("1e4").form, parse_number("1 234").value
+    ('unreduced', 'fraction', 'scientific', Fraction(1234, 1))
     """
     if has_huge_number(answer):
         return None
@@ -240,12 +270,12 @@ def parse_number(answer: str) -> Num | None:
     s = _CURRENCY_RE.sub(r"\1", s)
     percent = bool(_PERCENT_RE.search(s))
     s = _PERCENT_RE.sub("", s)
-    s = _strip_units(s)
+    s = _strip_units(s, any_unit)
     s = _CURRENCY_RE.sub(r"\1", s)
     core = _core_number(s)
     if core is None:
         return None
-    return Num(core[0], core[1], percent)
+    return Num(core[0], core[1], percent, core[2])
 
 
 def decimal_comma(answer: str) -> Num | None:
@@ -281,32 +311,89 @@ def _rounded_from(decimal: Fraction, ulp: Fraction, exact: Fraction) -> bool:
 
 
 def numbers_close(a: Num, b: Num, rel_tol: float, rounding: bool = True) -> bool:
-    """Exact values must match exactly. A written decimal matches an exact value it rounds from
-    (``rounding``: to its last written place, with at least two significant digits: ``0.33 ~ 1/3``,
-    ``0.67 ~ 2/3``, but ``0.34 !~ 1/3``, ``0.66 !~ 2/3`` and ``0.3 !~ 1/3``). Otherwise, when either side
-    is a written decimal, they match if they agree to that decimal's last written place *and* within
-    ``rel_tol`` relative error, so ``0.33333 ~ 1/3`` and ``10000.5 !~ 10000``. Callers pass
-    ``rounding=False`` when the exact side is irrational: ``3.14`` is not an answer for pi.
+    """Whether two parsed numbers are the same answer.
+
+    - An integer exact value (``10001``) matches only itself: ``1e4``, ``10000.5`` and ``1.0001e4``
+      are not 10001, however close.
+    - A written decimal matches another exact value it rounds from (``rounding``: to its last
+      written place, with at least two significant digits: ``0.33 ~ 1/3``, ``0.67 ~ 2/3``, but
+      ``0.34 !~ 1/3``, ``0.66 !~ 2/3`` and ``0.3 !~ 1/3``). Callers pass ``rounding=False`` when the
+      exact side is irrational: ``3.14`` is not an answer for pi.
+    - Otherwise, when either side is a written decimal, they match if they agree to the coarser
+      decimal's last written place *and* within ``rel_tol`` relative error (``0.33333 ~ 1/3``).
 
     >>> [numbers_close(parse_number(d), parse_number(r"\\frac13"), 1e-4) for d in ("0.33", "0.333", "0.34", "0.3")]
     [True, True, False, False]
-    >>> numbers_close(parse_number("0.33333"), parse_number(r"\\frac13"), 1e-4)
-    True
+    >>> [numbers_close(parse_number(d), parse_number("10001"), 1e-4) for d in ("1e4", "10001.0", "1.0001e4")]
+    [False, True, True]
     """
-    ulps = [u for u in (a.ulp, b.ulp) if u is not None]
     tol = Fraction(rel_tol)
     for x, x_ulp in _candidates(a):
         for y, y_ulp in _candidates(b):
             if x == y:
                 return True
-            if rounding and (x_ulp is None) != (y_ulp is None):
+            if x_ulp is None and y_ulp is None:
+                continue
+            if (x_ulp is None) != (y_ulp is None):
                 decimal, ulp, exact = (x, x_ulp, y) if x_ulp is not None else (y, y_ulp, x)
-                if _rounded_from(decimal, ulp, exact):
+                if exact.denominator == 1:
+                    continue
+                if rounding and _rounded_from(decimal, ulp, exact):
                     return True
+            ulp = max(u for u in (x_ulp, y_ulp) if u is not None)
             diff = abs(x - y)
-            if ulps and diff < max(ulps) and diff <= tol * max(abs(x), abs(y)):
+            if diff < ulp and diff <= tol * max(abs(x), abs(y)):
                 return True
     return False
+
+
+# ---- arithmetic ------------------------------------------------------------------------------
+
+_ARITHMETIC_SPELLINGS = ((re.compile(r"\\times|\\cdot|×|·"), "*"), (re.compile(r"\\div|÷"), "/"),
+                         (re.compile(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"), r"((\1)/(\2))"))
+_ARITHMETIC_RE = re.compile(r"^[\d\s+\-*/().]+$")
+_ARITHMETIC_MAX_CHARS = 100
+_ARITHMETIC_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _arithmetic(node: ast.AST) -> Fraction | None:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return Fraction(repr(node.value))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _arithmetic(node.operand)
+        return None if value is None else (-value if isinstance(node.op, ast.USub) else value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC_OPS:
+        left, right = _arithmetic(node.left), _arithmetic(node.right)
+        if left is None or right is None or (isinstance(node.op, ast.Div) and right == 0):
+            return None
+        return _ARITHMETIC_OPS[type(node.op)](left, right)
+    return None
+
+
+def term_value(term: str) -> Num | None:
+    r"""The value of one side of an equation when it is a number or plain arithmetic on numbers
+    (``+ - * /``, ``\times``, ``\cdot``, ``\div``, ``\frac{}{}`` of such), else None. Evaluated exactly,
+    without ``eval``, on at most 100 characters.
+
+    >>> term_value(r"2 \times (3+4)").value, term_value(r"\frac{10}{4}").value, term_value("x+1"), term_value("2**9")
+    (Fraction(14, 1), Fraction(5, 2), None, None)
+    """
+    if len(term) > QUICK_MAX_CHARS:
+        return None
+    number = parse_number(term)
+    if number is not None or len(term) > _ARITHMETIC_MAX_CHARS:
+        return number
+    s = clean(term)
+    for pattern, spelling in _ARITHMETIC_SPELLINGS:
+        s = pattern.sub(spelling, s)
+    if not _ARITHMETIC_RE.match(s) or "**" in s or "//" in s:
+        return None
+    try:
+        tree = ast.parse(s.strip(), mode="eval")
+    except SyntaxError:
+        return None
+    value = _arithmetic(tree.body)
+    return None if value is None else Num(value)
 
 
 # ---- flat collections of numbers ---------------------------------------------------------------
@@ -493,19 +580,26 @@ def _plain_interval(answer: str) -> tuple[None, Collection] | None:
 
 _CHOICE_GOLD_RE = re.compile(r"^\(?([A-E])\)?$")
 _CHOICE_PRED_RE = re.compile(r"^(?:option\s*|choice\s*)?\(?([A-Ea-e])\)?(?:[\s.:)]|$)", re.IGNORECASE)
+# After the letter a prediction may restate the option (`(B) 12`), but not name another one: `(B) or
+# (C)`, `B C`, `B, D`.
+_OTHER_CHOICE_RE = re.compile(r"\([A-Ea-e]\)|(?<![A-Za-z'])[A-E](?![A-Za-z'])")
 _WORDS_RE = re.compile(r"^[A-Za-z][A-Za-z' \-]*[A-Za-z]$")
 
 
 def choice_letter(answer: str, *, is_gold: bool) -> str | None:
     """The multiple-choice letter A-E. A gold answer must be the bare letter (``B``, ``(B)``,
-    ``\\text{(B)}``); a prediction may go on after it (``(B) 12``).
+    ``\\text{(B)}``); a prediction may go on after it (``(B) 12``), but not name another letter.
 
     >>> choice_letter(r"\\text{(C)}", is_gold=True), choice_letter("(c) 42 apples", is_gold=False)
     ('C', 'C')
+    >>> choice_letter("(B) or (C)", is_gold=False), choice_letter("B C", is_gold=False)
+    (None, None)
     """
     s = unwrap_text(clean(answer)).strip()
     m = (_CHOICE_GOLD_RE if is_gold else _CHOICE_PRED_RE).match(s)
-    return m.group(1).upper() if m else None
+    if m is None or (not is_gold and _OTHER_CHOICE_RE.search(s, m.end())):
+        return None
+    return m.group(1).upper()
 
 
 def text_answer(answer: str) -> str | None:
@@ -539,7 +633,8 @@ def quick_verdict(prediction: str, gold: str, rel_tol: float) -> bool | None:
     if not g or not p:
         return False
     canonical_g, canonical_p = canonical(g), canonical(p)
-    if g.replace(" ", "") == p.replace(" ", "") or canonical_g == canonical_p:
+    # Not a comparison with every space removed: `1 4/5` is 9/5, not 14/5, and `1 2` is not 12.
+    if canonical_g == canonical_p:
         return True
     base = _number_base(g)
     if base is not None:
@@ -552,7 +647,7 @@ def quick_verdict(prediction: str, gold: str, rel_tol: float) -> bool | None:
     word = text_answer(g)
     if word is not None:
         return text_answer(p) == word
-    gn, pn = parse_number(g), parse_number(p)
+    gn, pn = parse_number(g, any_unit=True), parse_number(p)
     # Only when the other side is a number is a lone comma read as a European decimal point: `3,5` is
     # otherwise the list {3, 5}.
     if gn is None and pn is not None:
