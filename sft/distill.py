@@ -190,7 +190,8 @@ def generate(cfg: DistillConfig, engine, tokenizer, rows: list[dict], path: Path
                 record = {"prompt_id": row["prompt_id"], "sample_index": j % cfg.num_samples,
                           "prompt": row["prompt"], "answer": row["answer"], "completion": text,
                           "completion_tokens": len(rollout.completion_ids[j]), "truncated": rollout.truncated[j],
-                          "teacher": cfg.teacher_name_or_path}
+                          # token ids too: length rewards (overlong_penalty, ...) read them, as in GRPO
+                          "completion_token_ids": rollout.completion_ids[j], "teacher": cfg.teacher_name_or_path}
                 f.write(json.dumps(record) + "\n")
                 records.append(record)
             f.flush()
@@ -215,7 +216,8 @@ def verification_rewards(cfg: DistillConfig) -> list[tuple[Any, float]]:
 
 
 def verify(records: list[dict], rewards: list[tuple[Any, float]]) -> list[dict]:
-    """Each record with `rewards` {name: score} and `verified` (every reward >= its minimum)."""
+    """Each record with `rewards` {name: score} and `verified` (every reward >= its minimum). Rewards get the
+    records' other fields as columns (answer, completion_token_ids, ...), as GRPO passes them."""
     if not records:
         return []
     texts = [r["completion"] for r in records]
