@@ -68,6 +68,9 @@ SYMMETRIC = [
     ("10000", "1e4", True),  # equal values (final form refuses it for an integer gold)
     ("10001", "10001.0", True),
     ("10001", "1.0001e4", True),
+    ("21", r"2.1 \times 10", True),  # a product of binary floats in the sympy stage
+    ("3", "0.1*30", True),
+    ("1234567", "1.2346e6 + 0", False),
     # fractions written every way
     (r"\frac{1}{2}", r"\dfrac{1}{2}", True),
     (r"\frac{1}{2}", r"\tfrac{1}{2}", True),

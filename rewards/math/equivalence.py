@@ -142,7 +142,7 @@ def _scalars_equal(gold: sympy.Expr, pred: sympy.Expr, gold_str: str, pred_str: 
     g, p = _as_num(gold, gold_str), _as_num(pred, pred_str)
     # Rounding-aware matching only against a rational value: `0.33` stands for 1/3, `3.14` is not pi.
     rational = all(isinstance(e, sympy.Rational) or e.has(sympy.Float) for e in (gold, pred))
-    return g is not None and p is not None and numbers_close(g, p, rel_tol, rounding=rational)
+    return g is not None and p is not None and numbers_close(g, p, rel_tol, rounding=rational, exact_integers=False)
 
 
 # ---- probabilistic identity testing ---------------------------------------------------------------

@@ -310,11 +310,13 @@ def _rounded_from(decimal: Fraction, ulp: Fraction, exact: Fraction) -> bool:
     return significant >= MIN_ROUNDED_DIGITS and 2 * abs(exact - decimal) <= ulp
 
 
-def numbers_close(a: Num, b: Num, rel_tol: float, rounding: bool = True) -> bool:
+def numbers_close(a: Num, b: Num, rel_tol: float, rounding: bool = True, exact_integers: bool = True) -> bool:
     """Whether two parsed numbers are the same answer.
 
     - An integer exact value (``10001``) matches only itself: ``1e4``, ``10000.5`` and ``1.0001e4``
-      are not 10001, however close.
+      are not 10001, however close. The sympy stage turns this off (``exact_integers=False``): its
+      decimals are binary floats (``2.1 \\times 10`` is 21.000000000000000888), and their ``ulp`` comes
+      from the written decimal places, not from an exponent.
     - A written decimal matches another exact value it rounds from (``rounding``: to its last
       written place, with at least two significant digits: ``0.33 ~ 1/3``, ``0.67 ~ 2/3``, but
       ``0.34 !~ 1/3``, ``0.66 !~ 2/3`` and ``0.3 !~ 1/3``). Callers pass ``rounding=False`` when the
@@ -336,7 +338,7 @@ def numbers_close(a: Num, b: Num, rel_tol: float, rounding: bool = True) -> bool
                 continue
             if (x_ulp is None) != (y_ulp is None):
                 decimal, ulp, exact = (x, x_ulp, y) if x_ulp is not None else (y, y_ulp, x)
-                if exact.denominator == 1:
+                if exact_integers and exact.denominator == 1:
                     continue
                 if rounding and _rounded_from(decimal, ulp, exact):
                     return True
