@@ -43,12 +43,16 @@ _sp = _load_start_point()
 DIFFICULTY, TASK, build_start_point, held_out = _sp.DIFFICULTY, _sp.TASK, _sp.build_start_point, _sp.held_out
 
 STEPS, HELD_OUT, SAMPLES = 400, 200, 4
-# Held-out gains GRPO must show. Measured here (2 cores, torch 2.13 CPU, two runs of the suite on slightly different
-# code, so different float rounding and trajectories): sampled pass@1 0.276 -> 0.426 / 0.459 (seed 0) and
-# 0.273 -> 0.389 / 0.416 (seed 1); greedy 0.490 -> 0.580 / 0.545 and 0.490 -> 0.545 / 0.520. The sampled gain
-# (what GRPO optimises) is the steady one, so it carries the margin; greedy must not fall. With two updates per rollout
-# batch (the default since 2026-12-03): sampled 0.300 -> 0.487 and 0.273 -> 0.460, greedy 0.490 -> 0.595 and 0.575.
-GREEDY_MARGIN, SAMPLED_MARGIN = 0.0, 0.08
+# Strict held-out gains GRPO must show. Sampled pass@1 is what GRPO optimises and the steady signal: it must rise
+# by SAMPLED_MARGIN. Greedy accuracy dips first (the updates perturb exact last-digit arithmetic before they
+# sharpen it) and may end a little below its start, by at most GREEDY_DROP. Evidence on the tiny geometry of
+# 864ca7c with the 600-step SFT start, all at lr 2e-4, 16 prompts x 8 (2026-12-06, 2 shared cores): on this task
+# (`r1kit grpo --config recipes/tiny/grpo.yaml`) sampled training accuracy 0.34 -> 0.51 by step 250 while strict
+# greedy held-out went 0.465 -> 0.265 -> 0.37; on addition only (benchmarks/grpo_vs_trl.py, seed 0) strict greedy
+# 0.66 -> 0.51 (step 50) -> 0.70 (step 200). This test itself was not re-run on that geometry (CPU time): its
+# previous figures (old geometry, lenient scoring): sampled 0.300 -> 0.487 and 0.273 -> 0.460, greedy 0.490 ->
+# 0.595 and 0.575 over 400 steps; ~7 min per seed on 2 idle cores.
+GREEDY_DROP, SAMPLED_MARGIN = 0.05, 0.08
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +90,6 @@ def test_grpo_raises_held_out_accuracy(start_policy, tmp_path, seed):
     grpo.teardown_run(run)
     print(f"seed {seed}: strict held-out greedy {greedy0:.3f} -> {greedy1:.3f}, sampled pass@1 {sampled0:.3f} -> "
           f"{sampled1:.3f}, greedy completion tokens {length0:.1f} -> {length1:.1f}, {STEPS} steps in {seconds:.0f} s")
-    assert greedy1 >= greedy0 + GREEDY_MARGIN, (greedy0, greedy1)
+    assert greedy1 >= greedy0 - GREEDY_DROP, (greedy0, greedy1)
     assert sampled1 >= sampled0 + SAMPLED_MARGIN, (sampled0, sampled1)
     assert length1 >= 0.5 * length0, (length0, length1)  # no collapse to short answers
