@@ -743,6 +743,8 @@ TAG = "<think>work</think><answer>{}</answer>"
         (r"\boxed{4} or 5", "4", False),
         (r"so \boxed{4}", "4", True),
         (r"\boxed{4} apples", "4", True),
+        (r"x_1 = \boxed{4}", "4", True),  # a label's subscript is not a second number
+        (r"\boxed{4} \text{ cm}^2", "4", True),
     ],
 )
 def test_the_answer_tag_holds_one_answer(answer, gold, expected):

@@ -42,6 +42,8 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 _BOX_RE = re.compile(r"\\boxed|\\fbox")
 _DIGIT_RE = re.compile(r"\d")
+# A label's subscript or a unit's exponent (`x_1 = \boxed{2}`, `\boxed{5} cm^2`) is not a second number.
+_SCRIPT_RE = re.compile(r"[_^]\s*(?:\{[^{}]*\}|\w)")
 # More boxes than this after the thought is spraying, not a multi-part answer.
 _MAX_BOXES = 16
 
@@ -139,8 +141,11 @@ def strict_boxes(text: str) -> str | None:
 
 
 def _lone_boxes(text: str) -> str | None:
-    """`strict_boxes`, with no number outside the boxes: ``so \\boxed{4}`` is 4, ``3 \\boxed{4}`` and
-    ``\\boxed{4} 5`` name two numbers."""
+    r"""`strict_boxes`, with no number outside the boxes (sub- and superscripts aside).
+
+    >>> _lone_boxes(r"so \boxed{4}"), _lone_boxes(r"x_1 = \boxed{4} cm^2"), _lone_boxes(r"3 \boxed{4}"), _lone_boxes(r"\boxed{4} 5")
+    ('4', '4', None, None)
+    """
     found = strict_boxes(text)
     if found is None:
         return None
@@ -150,7 +155,7 @@ def _lone_boxes(text: str) -> str | None:
         outside.append(text[end : match.start()])
         end = box[1]
     outside.append(text[end:])
-    return None if _DIGIT_RE.search("".join(outside)) else found
+    return None if _DIGIT_RE.search(_SCRIPT_RE.sub("", "".join(outside))) else found
 
 
 def _answer_tag(text: str, after: str) -> str | None:
