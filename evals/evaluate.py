@@ -136,7 +136,7 @@ def score_task(cfg: EvalConfig, task: EvalTask, rows: list[dict], generations: d
 
 def write_outputs(out: Path, task: EvalTask, metrics: dict, items: list[dict]) -> None:
     """Merge one benchmark into `out/results.json` and write its details JSONL (atomically)."""
-    results_path = out / "results.json"
+    results_path = ensure_output_dir(out, "output_dir") / "results.json"
     results = read_json(results_path) if results_path.is_file() else {}
     results[task.name] = metrics
     _atomic_write(results_path, json.dumps(results, indent=2) + "\n")
@@ -168,7 +168,7 @@ def score_only(cfg: EvalConfig) -> list[tuple[str, Path]]:
     (task,) = eval_tasks(cfg)
     rows = task_rows(cfg, task)
     generations = read_predictions(cfg.predictions, [r["id"] for r in rows], task.name)
-    out = Path(cfg.output_dir)  # created by `prepare_outputs`
+    out = Path(cfg.output_dir)
     metrics, items = score_task(cfg, task, rows, generations)
     write_outputs(out, task, metrics, items)
     label = Path(cfg.predictions).stem

@@ -6,8 +6,9 @@ Math: a completion is scored by the `strict_accuracy` reward of `rewards.math`: 
 then the answer in the declared format (`\boxed{}` for the DeepSeek-R1 protocol, `<answer>` tags for the
 tiny models, `any` for models not trained to a format), in final form when the gold is a number; a
 completion without it is wrong, never "the whole text". A bare prediction (score-only files of final
-answers) is compared as it is with `verify_batch(..., answer_format="bare")`. Each extracted answer also
-gets a vote key (its normalized spelling; exact numbers by value) for maj@k.
+answers) is compared as it is with `verify_batch(..., answer_format="bare")`. The answer each verdict was
+about (`claimed_math`; None where a gate rejected it) is recorded as `extracted` and gets a vote key for
+maj@k (`vote_key`: numbers by value, the rest by normalized spelling), verified against the gold itself.
 
 Code: verdicts come from the `binary_code` reward (all tests of the item must pass; HumanEval's single
 `check` test, MBPP's asserts), run in `rewards.sandbox`. A failing program is run once more with the same
