@@ -53,7 +53,7 @@ def _format_warnings(rewards: list[RewardFn]) -> list[str]:
 
 def _final_form_warnings(rewards: list[RewardFn], sample_gold: list[str]) -> list[str]:
     golds = [str(g) for g in sample_gold if g is not None and str(g).strip()]
-    numeric = sum(parse_number(g) is not None for g in golds)
+    numeric = sum(parse_number(g, any_unit=True) is not None for g in golds)
     if not golds or numeric < len(golds) / 2:
         return []
     return [
