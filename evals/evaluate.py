@@ -87,7 +87,7 @@ class EvalConfig:
             raise ValueError("a predictions file belongs to one benchmark: give exactly one --benchmark")
         if self.bare and not self.predictions:
             raise ValueError("`bare` is for score-only predictions files")
-        bad = [k for k in self.pass_k if not 1 <= k <= self.num_samples] if self.model else []
+        bad = [k for k in self.pass_k if k < 1 or (self.model and k > self.num_samples)]
         if bad:
             raise ValueError(f"pass_k {bad} must lie within 1..num_samples={self.num_samples}")
 

@@ -298,6 +298,8 @@ def test_custom_math_file_with_field_mapping(tmp_path):
     (["--predictions", "{p}", "--benchmark", "gsm9k", "--output", "o"], "unknown benchmark 'gsm9k'"),
     (["--predictions", "{p}", "--data", "{p}", "--output", "o"], "needs `task: math`"),
     (["--predictions", "{p}", "--benchmark", "gsm8k", "--output", "o", "--answer_format", "xml"], "answer_format"),
+    (["--predictions", "{p}", "--benchmark", "gsm8k", "--output", "o", "--pass_k", "0", "2"], r"pass_k \[0\] must lie"),
+    (["--model", "m", "--benchmark", "gsm8k", "--output", "o", "--n", "2", "--pass_k", "1", "4"], r"pass_k \[4\] must lie"),
 ])
 def test_bad_arguments_are_user_errors(tmp_path, argv, message):
     p = tmp_path / "p.jsonl"
