@@ -4,28 +4,34 @@ The test format is read from the dataset columns present in the row:
 
 - HumanEval: `test` + `entry_point` (+ `prompt`). The program is `prompt` followed by the completion's
   code (a full function that redefines the prompt's stub, or the body continuing it), and the one test
-  is `test` + `check(entry_point)`, as in openai/human-eval. HumanEval is therefore all-or-nothing.
+  is the prompt's helpers (`prompt_helpers`, re-run so that a redefined `poly` is not the one the test
+  calls) + `test` + `check(entry_point)`, as in openai/human-eval. HumanEval is all-or-nothing.
 - MBPP: `test_list` (+ `test_setup_code` and/or `test_imports`): one test per assert.
 - stdin/stdout (Codeforces / LiveCodeBench style): `inputs` + `outputs` lists; a case passes when
   stdout equals the expected output up to whitespace.
 
 A row with no tests cannot be scored (`None`); a completion with no fenced block or code that does
-not compile scores 0.0 without being run. Everything else runs in `rewards.sandbox` (or a Piston
-server when `remote_url` is set).
+not compile scores 0.0 without being run (code nested past the parser's limits too: the host's
+compile raises MemoryError or RecursionError there, which must not take the training step down).
+Everything else runs in `rewards.sandbox` (or a Piston server when `remote_url` is set).
 
-Nothing the program prints or does to its own process can earn reward: assert tests are judged on
-the host (the sandbox reports each assert's program-side values as plain builtins, the comparison
-with the literal expected value happens outside; an object whose `__eq__` always answers True
-scores 0), every required assert must report exactly once and the guard must see the test reach
-its end (an early `exit(0)` scores 0), and stdio outputs are compared on the host. The shortcuts
+What the program prints or exits with cannot earn reward: assert tests are judged on the host (the
+sandbox reports each assert's program-side values as plain builtins, the comparison with the literal
+expected value happens outside; an object whose `__eq__` always answers True scores 0), every
+required assert must report exactly once and the guard must see the test reach its end (an early
+`exit(0)` scores 0), the test runs against the prompt's own helpers and modules put back as they
+were before the program (a redefined `poly` or a patched `math.factorial` scores 0), and stdio
+outputs are compared on the host. The shortcuts
 tried so far, and what each scores, are the rows of `tests/test_reward_hacking_code.py`; the
 limits are in docs/sandbox.md.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
+from functools import lru_cache
 from typing import Any
 
 from rewards.common import completion_text
@@ -48,20 +54,27 @@ def extract_code(text: str) -> str | None:
 
 
 def row_tests(row: dict[str, Any]) -> tuple[str, list, str] | None:
-    """(style, tests, program prefix) for one dataset row, or None if it carries no tests.
+    """(style, tests, program context) for one dataset row, or None if it carries no tests.
+
+    The context is what `build_program` joins to the completion's code: HumanEval's prompt (before
+    it), MBPP's setup code (after it, as in MBPP's harness: the setup may use the program's classes).
 
     >>> row_tests({"test_list": ["assert f() == 1"], "test_setup_code": "import math"})
-    ('assert', ['import math\\nassert f() == 1'], '')
+    ('assert', ['import math\\nassert f() == 1'], 'import math\\n')
     >>> row_tests({"inputs": ["1 2\\n"], "outputs": ["3\\n"]})
     ('stdio', [('1 2\\n', '3\\n')], '')
     >>> row_tests({"prompt": "x"}) is None
     True
     """
     if row.get("test") and row.get("entry_point"):
-        return "assert", [f"{row['test']}\n\ncheck({row['entry_point']})\n"], row.get("prompt") or ""
+        helpers = prompt_helpers(row.get("prompt") or "", row["entry_point"])
+        test = f"{helpers}\n\n{row['test']}\n\ncheck({row['entry_point']})\n"
+        return "assert", [test], row.get("prompt") or ""
     if row.get("test_list"):
         setup = "\n".join(s for s in (row.get("test_setup_code"), *(row.get("test_imports") or [])) if s)
-        return "assert", [f"{setup}\n{t}" if setup else t for t in row["test_list"]], ""
+        # The setup also ends the program (`build_program`): the test runs in a copy of the program's
+        # namespace, so a function that uses `math` imported only by the setup must find it in its own.
+        return "assert", [f"{setup}\n{t}" if setup else t for t in row["test_list"]], f"{setup}\n" if setup else ""
     if row.get("inputs") and row.get("outputs"):
         if len(row["inputs"]) != len(row["outputs"]):
             return None
@@ -69,10 +82,37 @@ def row_tests(row: dict[str, Any]) -> tuple[str, list, str] | None:
     return None
 
 
+@lru_cache(maxsize=1024)
+def prompt_helpers(prompt: str, entry_point: str) -> str:
+    """The HumanEval prompt without the entry point's stub: its imports and helper functions, which
+    the test re-runs after the program so that it calls the prompt's `poly` / `encode_cyclic`, not a
+    version the completion redefined.
+
+    >>> print(prompt_helpers("import math\\ndef poly(xs, x):\\n    return 0\\ndef find_zero(xs):\\n    pass\\n", "find_zero"))
+    import math
+    <BLANKLINE>
+    def poly(xs, x):
+        return 0
+    """
+    if not prompt:
+        return ""
+    module = ast.parse(prompt)  # dataset text; a prompt that does not parse is a broken row: it raises
+    stub = (ast.FunctionDef, ast.AsyncFunctionDef)
+    module.body = [s for s in module.body if not (isinstance(s, stub) and s.name == entry_point)]
+    return ast.unparse(module)
+
+
 def build_program(code: str, prefix: str, entry_point: str | None) -> str:
-    """The program to run: HumanEval completions continue (or redefine) the prompt."""
+    """The program to run: HumanEval completions continue (or redefine) the prompt; MBPP's setup
+    code (`prefix` of a row without an entry point) follows the completion.
+
+    >>> build_program("def f():\\n    return math.pi\\n", "import math\\n", None)
+    'def f():\\n    return math.pi\\n\\nimport math\\n'
+    """
     if not prefix:
         return code
+    if not entry_point:
+        return f"{code}\n{prefix}"
     if entry_point and re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE):
         return f"{prefix}\n\n{code}"  # a full function replaces the prompt's stub; helpers stay
     return prefix + code
@@ -83,8 +123,8 @@ def _compiles(program: str) -> bool:
         with warnings.catch_warnings():  # e.g. invalid escapes: the sandbox reports those, not us
             warnings.simplefilter("ignore")
             compile(program, "main.py", "exec")  # compile only: nothing from the completion runs here
-    except (SyntaxError, ValueError):
-        return False
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+        return False  # MemoryError/RecursionError: nested past the parser's stack (`x = ------...1`, `1 + 1 + ...`)
     return True
 
 

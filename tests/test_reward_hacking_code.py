@@ -93,6 +93,9 @@ SHORTCUTS = [
     ("harness globals patched through frames", FIND_FRAME + "for f in frames():\n    for k in ('classify', 'judge_asserts', 'record'):\n        f.f_globals[k] = lambda *a, **kw: {'passed': True, 'status': 'ok'}\n" + ALWAYS_EQUAL + "def add(a, b):\n    return E()", ASSERT_FORMATS),
     ("infinite loop", "def add(a, b):\n    while True:\n        pass\nwhile True:\n    pass", ALL_FORMATS),
     ("prints whatever it can find (env, files, its own frames)", FIND_FRAME + "import os\nprint(*os.environ.values(), *os.listdir('.'), *os.listdir('/tmp'))\nprint(*[repr(v)[:50] for f in frames() for v in f.f_locals.values()])", ("stdio",)),
+    # A correct `add` behind code the host cannot compile: the reward must answer 0.0, not raise.
+    ("compile crash: 200,000 unary minus signs (MemoryError in the parser)", "x = " + "-" * 200_000 + "1\ndef add(a, b):\n    return a + b", ALL_FORMATS),
+    ("compile crash: a 300,000-term sum (RecursionError in the compiler)", "x = 1" + " + 1" * 300_000 + "\ndef add(a, b):\n    return a + b", ALL_FORMATS),
 ]  # fmt: skip
 
 HONEST = [
@@ -101,6 +104,53 @@ HONEST = [
     ("returns an int subclass holding the right value", "class N(int):\n    pass\ndef add(a, b):\n    r = a + b\n    return N(r) if type(r) is int else r", ASSERT_FORMATS),
     ("prints debug output as it goes", "import sys\ndef add(a, b):\n    print('adding', a, b, file=sys.stderr)\n    return a + b", ASSERT_FORMATS),
 ]  # fmt: skip
+
+# HumanEval/32 and /38 as in the dataset: tests that call a prompt helper and draw inputs with `random`.
+POLY = {
+    "prompt": ("import math\n\n\ndef poly(xs: list, x: float):\n    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])\n\n\n"
+               "def find_zero(xs: list):\n    \"\"\"A zero of the odd-degree polynomial with coefficients xs.\"\"\"\n"),
+    "entry_point": "find_zero",
+    "test": textwrap.dedent("""
+        def check(candidate):
+            import math
+            import random
+            rng = random.Random(42)
+            import copy
+            for _ in range(100):
+                ncoeff = 2 * rng.randint(1, 4)
+                coeffs = []
+                for _ in range(ncoeff):
+                    coeff = rng.randint(-10, 10)
+                    if coeff == 0:
+                        coeff = 1
+                    coeffs.append(coeff)
+                solution = candidate(copy.deepcopy(coeffs))
+                assert math.fabs(poly(coeffs, solution)) < 1e-4
+    """),
+}
+CYCLIC = {
+    "prompt": ("def encode_cyclic(s: str):\n    groups = [s[(3 * i):min((3 * i + 3), len(s))] for i in range((len(s) + 2) // 3)]\n"
+               "    groups = [(group[1:] + group[0]) if len(group) == 3 else group for group in groups]\n    return ''.join(groups)\n\n\n"
+               "def decode_cyclic(s: str):\n    \"\"\"Decode a string encoded with encode_cyclic.\"\"\"\n"),
+    "entry_point": "decode_cyclic",
+    "test": textwrap.dedent("""
+        def check(candidate):
+            from random import randint, choice
+            import string
+            letters = string.ascii_lowercase
+            for _ in range(100):
+                str = ''.join(choice(letters) for i in range(randint(10, 20)))
+                encoded_str = encode_cyclic(str)
+                assert candidate(encoded_str) == str
+    """),
+}
+FIND_ZERO = ("def find_zero(xs: list):\n    begin, end = -1.0, 1.0\n    while poly(xs, begin) * poly(xs, end) > 0:\n        begin *= 2.0\n        end *= 2.0\n"
+             "    while end - begin > 1e-10:\n        center = (begin + end) / 2.0\n        if poly(xs, center) * poly(xs, begin) > 0:\n"
+             "            begin = center\n        else:\n            end = center\n    return begin")
+FACT = {"test_list": ["assert fact(5) == math.factorial(5)", "assert fact(3) == math.factorial(3)"], "test_imports": ["import math"]}
+WORDS = {"test_list": ["import re\nassert words('a b') == re.findall(r'\\w+', 'a b')", "import re\nassert words('c d e') == re.findall(r'\\w+', 'c d e')"]}
+DRAW = {"test_list": ["import random\nrandom.seed(7)\nassert draw() == random.randint(1, 10 ** 9)"]}
+
 # Honest solutions whose values are not plain types: judged by value (Counter) or by truthiness (re.Match).
 EXTRA_TASKS = {
     "counter": ({"test_list": ["assert freq([1, 1, 2]) == {1: 2, 2: 1}", "assert freq([]) == {}"]},
@@ -111,11 +161,35 @@ EXTRA_TASKS = {
                                "def double(x):\n    return 2 * x"),
     "namedtuple": ({"test_list": ["assert point(1, 2) == (1, 2)", "assert point(1, 2)[1] == 2"]},
                    "from collections import namedtuple\nP = namedtuple('P', 'x y')\ndef point(x, y):\n    return P(x, y)"),
+    # Honest solutions of the tasks whose tests call a prompt helper or a module (controls of the rows below).
+    "poly (prompt helper, random inputs)": (POLY, FIND_ZERO),
+    "encode_cyclic (prompt helper, random inputs)": (CYCLIC, "def decode_cyclic(s):\n    return encode_cyclic(encode_cyclic(s))"),
+    "math.factorial in the expected value": (FACT, "def fact(n):\n    return 1 if n < 2 else n * fact(n - 1)"),
+    "re.findall in the expected value": (WORDS, "import re\ndef words(s):\n    return re.findall(r'\\w+', s)"),
+    "random in the expected value, module patched and put back by the program": (
+        DRAW, "import random\n_saved = random.randint\nrandom.randint = None\nrandom.randint = _saved\ndef draw():\n    return random.Random(7).randint(1, 10 ** 9)"),
+    "namedtuple with defaults, a setup that uses the program's class": (
+        {"test_list": ["assert norm(p) == 5.0"], "test_setup_code": "p = P(3, 4)"},
+        "import math\nfrom collections import namedtuple\nP = namedtuple('P', 'x y', defaults=(0,))\ndef norm(q):\n    return math.hypot(q.x, q.y)"),
 }  # fmt: skip
 
 
 # Shortcuts that need tests of another shape than `add`'s: (columns, program), each must score 0.
 SHORTCUT_TASKS = {
+    "prompt helper redefined (poly)": (POLY, "def poly(xs, x):\n    return 0.0\n\ndef find_zero(xs):\n    return 0.0"),
+    "prompt helper redefined (encode_cyclic)": (CYCLIC, "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s"),
+    "random.randint patched: every test string empty": (CYCLIC, "import random\nrandom.randint = lambda a, b: 0\n\ndef decode_cyclic(s):\n    return s"),
+    "random.Random replaced by a subclass drawing 0: no coefficients": (
+        POLY, "import random\nclass Z(random.Random):\n    def randint(self, a, b):\n        return 0\nrandom.Random = Z\n\ndef find_zero(xs):\n    return 0.0"),
+    "random.Random.randint patched in place": (POLY, "import random\nrandom.Random.randint = lambda self, a, b: 0\n\ndef find_zero(xs):\n    return 0.0"),
+    "prompt helper and math.pow patched inside the call": (
+        POLY, "def find_zero(xs):\n    global poly\n    poly = lambda xs, x: 0.0\n    import math\n    math.pow = lambda a, b: 0.0\n    return 0.0"),
+    "math.factorial patched": (FACT, "import math\nmath.factorial = lambda n: 0\ndef fact(n):\n    return 0"),
+    "math.factorial patched inside the call": (FACT, "def fact(n):\n    import math\n    math.factorial = lambda n: 0\n    return 0"),
+    "math replaced in sys.modules": (FACT, "import sys, types\nsys.modules['math'] = types.SimpleNamespace(factorial=lambda n: 0)\nimport math\ndef fact(n):\n    return 0"),
+    "re.findall patched": (WORDS, "import re\nre.findall = lambda *a, **k: []\ndef words(s):\n    return []"),
+    "re.findall's __code__ swapped": (WORDS, "import re\nre.findall.__code__ = (lambda *a, **k: []).__code__\ndef words(s):\n    return []"),
+    "random's module-level generator patched inside the call": (DRAW, "def draw():\n    import random\n    random._inst.randrange = lambda *a, **k: 0\n    return 0"),
     "str subclass lying in startswith/endswith": (
         {"test_list": ["assert greet('bob').startswith('Hello')", "assert greet('bob').endswith('bob')"]},
         "class S(str):\n    def startswith(self, *a): return True\n    def endswith(self, *a): return True\ndef greet(n):\n    return S('nope')"),

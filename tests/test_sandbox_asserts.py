@@ -125,3 +125,25 @@ def test_decoded_values_keep_their_types():
     assert judge_records(plan, f"[0,[[{enc.replace('fs', 's')}]]]\n")[0] == "ok"  # {4} == frozenset({4}) in Python too
     as_list = enc.replace('["t",[2', '["l",[2')  # (2, 'a') reported as [2, 'a']
     assert judge_records(plan, f"[0,[[{as_list}]]]\n")[0] == "wrong_answer"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "assert f(1) == " + "-" * 200_000 + "1",  # MemoryError in the parser
+        "assert f(1) == 1" + " + 1" * 300_000,  # parses; the rewrite's AST walks and unparse recurse
+    ],
+)
+def test_a_test_nested_too_deeply_fails_without_crashing_the_host(source):
+    plan = plan_test(source)
+    assert not plan.checks and "nested too deeply" in plan.source  # it exits non-zero in the sandbox
+    compile(plan.source, "test.py", "exec")
+
+
+def test_each_leaf_is_preceded_by_a_restore_and_the_assert_followed_by_one():
+    source = plan_test("assert f(1) == math.factorial(g(2))").source
+    statements = [ast.unparse(s) for s in ast.parse(source).body]
+    restore = "(lambda: 'r1kit.restore').__code__"
+    assert [s if s == restore else s.split()[0] for s in statements] == [
+        restore, "try:", restore, "try:", restore, "(lambda:",
+    ]  # fmt: skip

@@ -11,7 +11,9 @@ host) into
   (literals, `==`, `<`, `in`, `not`, `and`, arithmetic, `abs`, `round`, `sorted`, `set`,
   `math.isclose`, ...), which only the host evaluates, on the reported values.
 
-In the sandbox the assert becomes "evaluate each leaf into a local, then touch a marker":
+In the sandbox the assert becomes "evaluate each leaf into a local, then touch a marker" (with a
+`(lambda: "r1kit.restore").__code__` before each leaf and after the last, at which the worker puts
+every module back as it was before the program):
 `(lambda: "r1kit.record <id> <leaves>").__code__`. Reading a function's `__code__` raises an audit
 event, and this one involves no name lookup the program could rebind (the lambda is made from a
 constant of the test's code), so the program cannot silence it. The worker's audit hook takes the
@@ -30,11 +32,13 @@ may run any number of times; each run must hold.
 
     >>> plan = plan_test("assert f(3) == [1, 2]")
     >>> print(plan.source)
+    (lambda: 'r1kit.restore').__code__
     try:
         _r1kit_v0 = (f(3),)
     except Exception:
         _r1kit_v0 = ()
         __import__('traceback').print_exc()
+    (lambda: 'r1kit.restore').__code__
     (lambda: 'r1kit.record 0 1').__code__
     >>> judge_records(plan, '[0,[[["l",[1,2]]]]]\\n')  # assert 0, its one leaf: the list [1, 2]
     ('ok', '')
@@ -56,6 +60,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 MARKER = "r1kit.record"  # prefix of the marker lambda's constant: "r1kit.record <id> <number of leaves>"
+RESTORE = "r1kit.restore"  # the worker puts every module back as it was before the program (worker.py)
 _LEAF = "_r1kit_v"
 _ROW = "_r1kit_row"  # one element's leaves in a host-side all()/any() over a comprehension
 _MAX_REPEAT = 10_000_000  # longest sequence `seq * n` the host builds
@@ -290,9 +295,42 @@ class _Rewriter(ast.NodeTransformer):
                 f"try:\n    {name} = (None,)\nexcept Exception:\n    {name} = ()\n    __import__('traceback').print_exc()"
             ).body[0]
             guarded.body[0].value.elts[0] = leaf
-            stmts.append(guarded)
+            # Modules and helpers as they were before the program, whatever an earlier call into it patched.
+            stmts += [_restore_marker(), guarded]
+        if splitter.leaves:
+            stmts.append(_restore_marker())  # and again for the test's own code after this assert
         stmts += ast.parse(f"(lambda: '{MARKER} {check_id} {len(splitter.leaves)}').__code__").body
         return [ast.copy_location(s, node) for s in stmts]
+
+
+def _restore_marker() -> ast.stmt:
+    return ast.parse(f"(lambda: '{RESTORE}').__code__").body[0]
+
+
+def _marker(stmt: ast.stmt) -> str | None:
+    """The constant of a `(lambda: "<marker>").__code__` statement, else None."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Attribute) and isinstance(stmt.value.value, ast.Lambda):
+        body = stmt.value.value.body
+        return body.value if isinstance(body, ast.Constant) and isinstance(body.value, str) else None
+    return None
+
+
+def _drop_repeated_restores(tree: ast.AST) -> ast.AST:
+    """Drop the restore before an assert that directly follows one with leaves (which ended with a
+    restore, and nothing ran since): one restore between consecutive asserts, each costs a scan."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if not isinstance(stmts, list):
+                continue
+            kept = []
+            for stmt in stmts:
+                previous = _marker(kept[-1]) if kept else None
+                ended_with_restore = previous is not None and previous.startswith(MARKER + " ") and not previous.endswith(" 0")
+                if not (ended_with_restore and _marker(stmt) == RESTORE):
+                    kept.append(stmt)
+            setattr(node, field, kept)
+    return tree
 
 
 def _bound_names(module: ast.Module) -> frozenset[str]:
@@ -348,6 +386,10 @@ def shadowed_builtins(program: str) -> frozenset[str]:
     return frozenset(n for n in names if n in HOST_CALLS and n not in _CONVERSIONS and n != "range")
 
 
+# A test the host cannot split (nested past the parser's or the recursion limit) fails, never runs unjudged.
+_UNJUDGEABLE = Plan("raise SystemExit('r1kit sandbox: the test is nested too deeply to judge on the host')", (), frozenset())
+
+
 @lru_cache(maxsize=4096)
 def plan_test(source: str, shadowed: frozenset[str] = frozenset()) -> Plan:
     """The sandbox version of one test and the checks the host makes (cached: tests repeat per group).
@@ -359,10 +401,15 @@ def plan_test(source: str, shadowed: frozenset[str] = frozenset()) -> Plan:
         module = ast.parse(source)
     except (SyntaxError, ValueError):
         return Plan(source, (), frozenset())
-    required = _required(module)
-    rewriter = _Rewriter(_bound_names(module), shadowed)
-    rewritten = ast.fix_missing_locations(rewriter.visit(module))
-    return Plan(ast.unparse(rewritten), tuple(rewriter.checks), required)
+    except (MemoryError, RecursionError):  # nested too deeply for the parser: a test nobody can judge
+        return _UNJUDGEABLE
+    try:
+        required = _required(module)
+        rewriter = _Rewriter(_bound_names(module), shadowed)
+        rewritten = ast.fix_missing_locations(_drop_repeated_restores(rewriter.visit(module)))
+        return Plan(ast.unparse(rewritten), tuple(rewriter.checks), required)
+    except (MemoryError, RecursionError):  # the AST walks and unparse recurse per nesting level
+        return _UNJUDGEABLE
 
 
 def decode(x):
