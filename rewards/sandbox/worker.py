@@ -568,7 +568,12 @@ def snapshot_modules():
                 dicts.append(own)
     hot, rest = (state_groups(*p) for p in (parts[True], parts[False]))
     trusted = frozenset(map(id, chain_values(hot) + chain_values(rest)))
-    return (hot, rest), trusted
+    # The HOT part flattened for one scan, here: a child that iterated these tuples would copy every
+    # page they touch (reference counts are writes).
+    (_, _, seq_lens, seq_flat), (_, metas), inst = hot[2:5]
+    hot_flat = (hot[0][0] + hot[1][0] + hot[2][0], hot[0][2] + hot[1][2] + seq_lens,
+                hot[0][4] + hot[1][4] + seq_flat + metas + inst[1] + inst[2])  # fmt: skip
+    return (hot, rest), hot_flat, trusted
 
 
 def state_groups(dicts, seqs, classes, instances):
@@ -616,7 +621,7 @@ def make_restorer(snapshot):
     of the objects it puts back: the hook refuses to change their `__code__` or defaults in place.
     """
     # One closure, like `install_guard`: every callable it uses must be bound before the program runs.
-    (hot, rest), trusted = snapshot
+    (hot, rest), (hot_sized, hot_sizes, hot_saved), trusted = snapshot
     sys.path_importer_cache.clear()
     child_group = dict_states(tuple(d for d in (vars(sys), getattr(os.environ, "_data", None)) if type(d) is dict))
     saved_modules = tuple(sys.modules.items())
@@ -720,18 +725,16 @@ def make_restorer(snapshot):
     # During the test one scan in C covers what a leaf could have been fooled by (the HOT part):
     # lengths first, then every saved object in an order where a changed class stops the scan before
     # `__dict__` is read through it. Anything else, and every check before the test, takes the full path.
-    (hot_dicts, *_), (proxies, *_), (seqs, _, seq_lens, seq_flat), (cls_objs, metas), inst = hot[:5]
-    sized = hot_dicts + proxies + seqs + child_group[0]
-    sizes = hot[0][2] + hot[1][2] + seq_lens + child_group[2]
-    saved_flat = hot[0][4] + hot[1][4] + seq_flat + metas + inst[1] + inst[2] + module_objs + child_group[4]
+    (hot_dicts, *_), (proxies, *_), (seqs, *_), (cls_objs, _), inst = hot[:5]
+    child_dicts, _, child_sizes, _, child_values, _ = child_group
 
     def unchanged_during_test():
-        if tuple_(map_(len_, sized)) != sizes or not exact_str_keys(modules):
+        if tuple_(map_(len_, hot_sized)) != hot_sizes or tuple_(map_(len_, child_dicts)) != child_sizes:
             return False
         live = chain((chain(map_(dict_values, hot_dicts)), chain(map_(proxy_values, proxies)), chain(seqs),
-                      map_(type_, cls_objs), map_(type_, inst[0]), map_(get_attr, inst[0], repeat("__dict__")),
-                      map_(modules_get, names), chain(map_(dict_values, child_group[0]))))  # fmt: skip
-        return same(live, saved_flat)
+                      map_(type_, cls_objs), map_(type_, inst[0]), map_(get_attr, inst[0], repeat("__dict__"))))  # fmt: skip
+        return (same(live, hot_saved) and same(chain(map_(dict_values, child_dicts)), child_values)
+                and exact_str_keys(modules) and same(map_(modules_get, names), module_objs))  # fmt: skip
 
     def restore(before_test):
         if not before_test and unchanged_during_test():
