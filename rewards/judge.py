@@ -25,8 +25,9 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from r1kit.errors import UserError
 from rewards.code import binary_code_reward, build_program, extract_code, row_tests
-from rewards.math import _gold_answer, _prediction_answer, accuracy_reward, strict_accuracy, verify_batch
+from rewards.math import accuracy_reward, gold_answer, prediction_answer, strict_accuracy, verify_batch
 from rewards.math.answer import is_well_formatted
 from rewards.math.normalize import Num, canonical, clean, collection, parse_number
 from rewards.sandbox import run_tests_batch
@@ -64,7 +65,7 @@ def _exact(item: Num | str) -> bool:
 
 
 def claimed_math(text: str, gold: str, *, bare: bool, answer_format: str, think_prefilled: bool,
-                 final_form: bool) -> str | None:  # fmt: skip
+                 final_form: bool, final_answer_pattern: str = "") -> str | None:  # fmt: skip
     """The answer `verify_batch` compares with ``gold`` for this completion (a bare prediction with
     ``bare``), after the same gates (declared format, look-alike digits, solution sets, chained
     equalities, final form); None when those gates reject it, so the completion scores 0 on its own.
@@ -76,15 +77,16 @@ def claimed_math(text: str, gold: str, *, bare: bool, answer_format: str, think_
     """
     fmt = "bare" if bare else answer_format
     # verify_batch's own answer selection and gates, not a second reading: a vote is about what was scored.
-    return _prediction_answer(text, _gold_answer(gold), fmt, think_prefilled, final_form, "")
+    return prediction_answer(text, gold_answer(gold), fmt, think_prefilled, final_form, final_answer_pattern)
 
 
 def _math_verdicts(texts: list[str], golds: list[str], *, bare: bool, answer_format: str, think_prefilled: bool,
-                   final_form: bool, strict: bool) -> list[bool]:  # fmt: skip
+                   final_form: bool, final_answer_pattern: str, strict: bool) -> list[bool]:  # fmt: skip
     if bare:
         return [v is True for v in verify_batch(list(zip(texts, golds)), answer_format="bare", final_form=final_form)]
     reward = strict_accuracy if strict else accuracy_reward
-    scores = reward(texts, golds, answer_format=answer_format, think_prefilled=think_prefilled, final_form=final_form)
+    scores = reward(texts, golds, answer_format=answer_format, think_prefilled=think_prefilled, final_form=final_form,
+                    final_answer_pattern=final_answer_pattern)
     return [s == 1.0 for s in scores]
 
 
@@ -108,7 +110,7 @@ def _item_vote_keys(claims: list[list[str | None]], correct: list[list[bool]], g
 
 def score_math(rows: Sequence[dict], completions: Sequence[list[str]], *, bare: bool = False,
                answer_format: str = "boxed", think_prefilled: bool = False, final_form: bool = True,
-               strict: bool = True) -> list[dict]:  # fmt: skip
+               final_answer_pattern: str = "", strict: bool = True) -> list[dict]:  # fmt: skip
     """Per-item results for math rows (each with `answer`) and their completions (n per row).
 
     `strict`: score with `strict_accuracy` (the whole completion well formatted), else with `accuracy`
@@ -119,15 +121,17 @@ def score_math(rows: Sequence[dict], completions: Sequence[list[str]], *, bare: 
     """
     flat = [(i, text) for i, texts in enumerate(completions) for text in texts]
     golds = [str(row["answer"]) for row in rows]
-    opts = {"bare": bare, "answer_format": answer_format, "think_prefilled": think_prefilled, "final_form": final_form}
+    opts = {"bare": bare, "answer_format": answer_format, "think_prefilled": think_prefilled, "final_form": final_form,
+            "final_answer_pattern": final_answer_pattern}
     verdicts = _math_verdicts([t for _, t in flat], [golds[i] for i, _ in flat], strict=strict, **opts)
     starts = list(itertools.accumulate((len(t) for t in completions), initial=0))
     correct = [verdicts[a:b] for a, b in itertools.pairwise(starts)]
     claimed = [[claimed_math(t, gold, **opts) for t in texts] for texts, gold in zip(completions, golds, strict=True)]
-    formatted = [None if bare else [is_well_formatted(t, answer_format, think_prefilled) for t in texts] for texts in completions]
+    formatted = [None if bare else [is_well_formatted(t, answer_format, think_prefilled, final_answer_pattern) for t in texts]
+                 for texts in completions]
     voting = [[a if (bare or not strict or ok) else None for a, ok in zip(cl, fm or cl)] for cl, fm in zip(claimed, formatted)]
     keys, key_correct = _item_vote_keys(voting, correct, golds)
-    return [{"id": row["id"], "gold": gold, "completions": list(texts), "extracted": cl, "correct": co,
+    return [{"id": row.get("id"), "gold": gold, "completions": list(texts), "extracted": cl, "correct": co,
              "vote_keys": ks, "key_correct": kc, "formatted": fm}
             for row, gold, texts, cl, co, ks, kc, fm in zip(rows, golds, completions, claimed, correct, keys, key_correct, formatted)]  # fmt: skip
 
@@ -188,7 +192,7 @@ def score_code(rows: Sequence[dict], completions: Sequence[list[str]], *, bare: 
         span = range(cursor, cursor + len(texts))
         cursor += len(texts)
         items.append({
-            "id": row["id"], "completions": list(texts), "correct": [scores[j] == 1.0 for j in span],
+            "id": row.get("id"), "completions": list(texts), "correct": [scores[j] == 1.0 for j in span],
             "status": [why[j]["status"] if j in why else "passed" for j in span],
             "stderr": [why[j].get("stderr", "") if j in why else "" for j in span],
             "formatted": None if bare else [extract_code(t) is not None for t in texts],
@@ -199,3 +203,18 @@ def score_code(rows: Sequence[dict], completions: Sequence[list[str]], *, bare: 
 def score(kind: str, rows: Sequence[dict], completions: Sequence[list[str]], **options: Any) -> list[dict]:
     """`score_math` or `score_code` by task kind."""
     return (score_math if kind == "math" else score_code)(rows, completions, **options)
+
+
+def task_kind(row: dict) -> str:
+    """"code" for a row that carries tests the sandbox can run (`rewards.code.row_tests`), "math" for one with
+    an `answer`: how a training stage that has no benchmark task picks the scorer for its held-out rows.
+
+    >>> task_kind({"prompt": "1+1?", "answer": "2"}), task_kind({"prompt": "f", "test_list": ["assert f() == 1"]})
+    ('math', 'code')
+    """
+    if row_tests(row) is not None:
+        return "code"
+    if row.get("answer") is not None:
+        return "math"
+    raise UserError(f"held-out row {sorted(row)} has neither an `answer` (math) nor tests (`test` + `entry_point`, "
+                    "`test_list`, or `inputs`/`outputs`: code), so it cannot be scored; set answer_column.")

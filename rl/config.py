@@ -97,11 +97,14 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig, EngineConfig)
     eval_split: str = arg("test", "Split of dataset_name used for held-out accuracy.")
     eval_max_samples: int = arg(200, "Held-out prompts per evaluation.", gt=0)
     # Strict by default: a held-out answer counts only when well formatted and in final form (issue 11: the
-    # training reward once scored echoes of the question as correct).
-    eval_reward: str = arg("strict_accuracy", "Registry reward whose score >= 1 counts as a correct held-out answer; "
-                           "it reads answers where the training rewards do (answer_format, prefill_think).")
+    # training reward once scored echoes of the question as correct). Scored by `r1kit eval`'s judge.
+    eval_reward: Literal["strict_accuracy", "accuracy"] = arg(
+        "strict_accuracy", "Held-out math scorer, as `r1kit eval` scores: strict_accuracy (strict: true, the whole "
+        "completion well formatted) or accuracy (strict: false); it reads answers where the training rewards do "
+        "(answer_format, final_form, final_answer_pattern, prefill_think). Code rows run their tests in the sandbox.")
     eval_reward_params: dict[str, Any] = arg(  # noqa: RUF009 - arg() copies a dict default per instance
-        {}, "Params of eval_reward that override those taken from the training rewards.")
+        {}, "Overrides of the answer rules taken from the training rewards: answer_format, final_form, "
+        "final_answer_pattern, think_prefilled.")
     # A worked 2-digit answer is ~45 tokens; the issue-11 shortcut (the prompt's expression) was 6.
     min_completion_length_alarm: int = arg(
         8, "Warn when the mean completion length over 10 steps falls under this many tokens (0: never).", ge=0

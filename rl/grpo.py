@@ -20,7 +20,7 @@ Changed: an unscorable completion (a reward returned None) is left out of its gr
 gets advantage 0; when dynamic sampling cannot fill the batch in `max_sampling_rounds`, the batch is
 topped up with zero-variance groups (no policy gradient) so every process runs the same micro-batches.
 Engine/trainer mismatch is corrected with truncated importance sampling, min(pi_old/pi_engine, C).
-Held-out accuracy is scored strictly (`strict_accuracy`), never with the training reward, and shortcut
+Held-out accuracy is scored by `r1kit eval`'s judge (strict), never with the training reward, and shortcut
 alarms (rl/alarms.py) watch the run's own metrics for rewards earned without the task.
 """
 
@@ -414,19 +414,19 @@ def sample_rows(run: Run, groups: Groups, adv: torch.Tensor) -> list[dict]:
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """Held-out greedy accuracy: share of eval prompts whose completion scores >= 1 on `eval_reward` (strict by
-    default: well formatted, answer in final form), and their mean length in tokens (a collapse to short
-    completions shows here next to the accuracy)."""
+    """Held-out greedy pass@1, judged by `r1kit eval`'s own scorer (`rewards.judge`, bound in `setup.eval_judge`:
+    strict by default, the sandbox for code), the share of well-formatted completions, and their mean length
+    in tokens (a collapse to short completions shows here next to the accuracy)."""
     ids, rows = run.eval_prompts, run.eval_rows
     greedy = replace(run.sampling, greedy=True)
     rollout = run.engine.generate(ids, greedy)
     texts = run.tokenizer.batch_decode(rollout.completion_ids, skip_special_tokens=True)
-    columns = {k: [r.get(k) for r in rows] for k in rows[0]}
-    scores = run.eval_fn(texts, **columns, completion_token_ids=rollout.completion_ids)
-    correct = run.reduce_sum(float(sum(s is not None and s >= 1.0 for s in scores)))
+    items = run.eval_fn(rows, [[t] for t in texts]) if rows else []
+    correct = run.reduce_sum(float(sum(item["correct"][0] for item in items)))
+    formatted = run.reduce_sum(float(sum(item["formatted"][0] for item in items)))
     n = max(run.reduce_sum(float(len(rows))), 1.0)
     tokens = run.reduce_sum(float(sum(len(c) for c in rollout.completion_ids)))
-    return {"eval/accuracy": correct / n, "eval/completion_length": tokens / n}
+    return {"eval/accuracy": correct / n, "eval/format": formatted / n, "eval/completion_length": tokens / n}
 
 
 def train(run: Run) -> None:

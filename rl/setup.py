@@ -13,7 +13,9 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,10 +29,12 @@ from rl.alarms import Alarms
 from rl.config import GRPOConfig
 from rl.losses import LossFn, LossSettings, get_loss
 
-STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "eval/completion_length", "loss", "kl", "completion_length",
-               "dropped_groups", "grad_norm", "tokens_per_s")
+STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "eval/format", "eval/completion_length", "loss", "kl",
+               "completion_length", "dropped_groups", "grad_norm", "tokens_per_s")
 # Where the recipe's training rewards say the answer is: held-out scoring reads it from the same place.
 ANSWER_PARAMS = ("answer_format", "final_answer_pattern", "final_form")
+# The answer rules `rewards.judge.score_math` (r1kit eval's scorer) takes, so the only eval_reward_params.
+JUDGE_PARAMS = (*ANSWER_PARAMS, "think_prefilled")
 
 
 def encode_prompts(rows: list[dict], tokenizer, cfg: GRPOConfig) -> list[list[int]]:
@@ -83,7 +87,7 @@ class Run:
     tokenizer: Any
     engine: Any
     rewards: list
-    eval_fn: Any
+    eval_fn: Any  # rewards.judge.score bound to the held-out task's kind and answer rules (`eval_judge`)
     rows: list[dict]
     prompt_ids: list[list[int]]
     eval_rows: list[dict]
@@ -222,7 +226,7 @@ def check_format_reachable(rewards: list, prefilled: bool) -> None:
 def eval_reward_spec(cfg: GRPOConfig) -> dict[str, Any]:
     """`eval_reward` with the answer format of the recipe's own rewards (the first that declares each of
     `ANSWER_PARAMS`) and `think_prefilled` from `prefill_think`, so held-out accuracy reads answers where the
-    policy is trained to write them; `eval_reward_params` overrides. Only params the reward takes are passed.
+    policy is trained to write them; `eval_reward_params` overrides (only `JUDGE_PARAMS`: r1kit eval has no others).
 
     >>> from rl.config import GRPOConfig
     >>> cfg = GRPOConfig(model_name_or_path="m", dataset_name="d", output_dir="o", prefill_think=True,
@@ -231,33 +235,52 @@ def eval_reward_spec(cfg: GRPOConfig) -> dict[str, Any]:
     >>> eval_reward_spec(cfg)
     {'name': 'strict_accuracy', 'params': {'think_prefilled': True, 'answer_format': 'boxed'}}
     """
-    from rewards.registry import build_rewards, tunable_params
+    from rewards.registry import build_rewards
 
-    accepted = tunable_params(build_rewards([{"name": cfg.eval_reward}])[0].fn)  # an unknown name: UserError
+    unknown = sorted(set(cfg.eval_reward_params) - set(JUDGE_PARAMS))
+    if unknown:
+        raise UserError(f"eval_reward_params: unknown key(s) {unknown}; held-out scoring (r1kit eval's judge) takes "
+                        f"only {list(JUDGE_PARAMS)}.")
     params: dict[str, Any] = {"think_prefilled": cfg.prefill_think}
     for spec in cfg.rewards:
         for key, value in (spec.get("params") or {}).items():
             if key in ANSWER_PARAMS:
                 params.setdefault(key, value)
-    params = {k: v for k, v in {**params, **cfg.eval_reward_params}.items() if k in accepted}
+    params = {**params, **cfg.eval_reward_params}
+    build_rewards([{"name": cfg.eval_reward, "params": params}])  # a param of the wrong type or value: UserError
     return {"name": cfg.eval_reward, "params": params}
 
 
-def check_eval_reward(eval_fn, row: dict) -> None:
-    """A well-formed, correct completion in the declared format must score 1 on the eval reward; otherwise
-    held-out accuracy would read 0 whatever the policy learns (e.g. `answer_format: boxed` in the rewards
-    but a custom eval reward that only reads tags)."""
-    gold = row.get("answer")
-    if gold is None or eval_fn.name not in ("accuracy", "strict_accuracy"):
-        return
-    fmt, prefilled = eval_fn.params.get("answer_format", "answer_tag"), eval_fn.params.get("think_prefilled")
+def eval_judge(cfg: GRPOConfig, row: dict) -> Callable[[list[dict], list[list[str]]], list[dict]]:
+    """Held-out scoring by `r1kit eval`'s own judge (`rewards.judge.score`), so a greedy completion gets the
+    verdict `r1kit eval` would give it: code rows (`rewards.judge.task_kind`) run their tests in the sandbox
+    (`binary_code`); math is scored with the answer rules of `eval_reward_spec`, strictly unless `eval_reward`
+    is `accuracy`. Called with (rows, completions per row), it returns one result dict per row."""
+    from rewards.judge import score, task_kind
+
+    if task_kind(row) == "code":
+        return partial(score, "code")
+    spec = eval_reward_spec(cfg)
+    # answer_tag unless declared: the rewards' own default (score_math's is boxed, the R1 benchmarks' format)
+    rules = {"answer_format": "answer_tag", **spec["params"]}
+    judge = partial(score, "math", strict=spec["name"] == "strict_accuracy", **rules)
+    check_eval_judge(judge, row)
+    return judge
+
+
+def check_eval_judge(judge: partial, row: dict) -> None:
+    """A well-formed, correct completion in the declared format must be judged correct; otherwise held-out
+    accuracy would read 0 whatever the policy learns (e.g. a `final_answer_pattern` that the answer sentence
+    does not match)."""
+    params = judge.keywords
+    fmt, prefilled = params.get("answer_format", "answer_tag"), params.get("think_prefilled")
+    gold = row["answer"]
     answer = {"answer_tag": f"<answer>{gold}</answer>", "boxed": f"\\boxed{{{gold}}}",
               "final_answer": f"The final answer is {gold}", "any": f"The final answer is {gold}"}[fmt]
     text = ("" if prefilled else "<think>\n") + f"reasoning\n</think>\n{answer}"
-    got = eval_fn([text], **{k: [v] for k, v in row.items()})[0]
-    if got is None or got < 1.0:
-        raise UserError(f"eval_reward '{eval_fn.name}' ({eval_fn.params}) scores a correct completion in the declared "
-                        f"format {got} (gold {gold!r}): held-out accuracy could never count a solved problem; set "
+    if not judge([row], [[text]])[0]["correct"][0]:
+        raise UserError(f"held-out scoring ({params}) judges a correct completion in the declared format wrong "
+                        f"(gold {gold!r}): held-out accuracy could never count a solved problem; set "
                         "eval_reward_params to match the recipe's answer format.")
 
 
@@ -340,14 +363,13 @@ def setup_run(cfg: GRPOConfig) -> Run:
     rows = load_rows(cfg)
     warn_reward_setup(cfg, rows, acc.is_main_process)
     prompt_ids = encode_prompts(rows, tokenizer, cfg)
-    eval_rows, eval_prompts, eval_fn = [], [], None
+    eval_rows, eval_prompts, judge = [], [], None
     if cfg.eval_steps:
         eval_cfg = replace(cfg, dataset_split=cfg.eval_split, max_samples=cfg.eval_max_samples)
-        eval_rows = load_rows(eval_cfg)[acc.process_index::acc.num_processes]
+        all_eval_rows = load_rows(eval_cfg)
+        judge = eval_judge(cfg, all_eval_rows[0])
+        eval_rows = all_eval_rows[acc.process_index::acc.num_processes]
         eval_prompts = encode_prompts(eval_rows, tokenizer, cfg)
-        eval_fn = build_rewards([eval_reward_spec(cfg)])[0]
-        if eval_rows:
-            check_eval_reward(eval_fn, eval_rows[0])
     model, ref = load_policy(cfg, acc.device)
     tracker_hooks, replay = _moe_hooks(cfg, model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
@@ -365,7 +387,7 @@ def setup_run(cfg: GRPOConfig) -> Run:
     tracker = Tracker(cfg.output_dir, cfg.report_to, to_dict(cfg), is_main=acc.is_main_process,
                       stdout_keys=STDOUT_KEYS)
     progress = tqdm(total=max_steps, desc="grpo", unit="step", disable=not acc.is_main_process, file=sys.stderr)
-    return Run(cfg, acc, model, tokenizer, engine, rewards, eval_fn, rows, prompt_ids, eval_rows, eval_prompts,
+    return Run(cfg, acc, model, tokenizer, engine, rewards, judge, rows, prompt_ids, eval_rows, eval_prompts,
                PromptStream(len(rows), cfg.seed, acc.process_index, acc.num_processes), sampling,
                get_loss(cfg.loss_type), settings, optimizer, scheduler, tracker, progress, max_steps, ref,
                tracker_hooks, replay, alarms=Alarms(cfg.min_completion_length_alarm, cfg.zero_variance_patience))

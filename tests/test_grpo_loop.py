@@ -299,7 +299,7 @@ def test_held_out_accuracy_is_strict_and_reports_completion_length(tiny_dir, tmp
 
     cfg = make_cfg(tiny_dir, tmp_path, eval_steps=1, eval_max_samples=len(EVAL_COMPLETIONS))
     run = grpo.setup_run(cfg)
-    assert run.eval_fn.name == "strict_accuracy"
+    assert run.eval_fn.keywords["strict"] is True and run.eval_fn.args == ("math",)  # r1kit eval's judge, strict
     texts = [make(r["answer"], r["prompt"].split("What is ")[-1].rstrip("?"))
              for (make, _), r in zip(EVAL_COMPLETIONS, run.eval_rows)]
     ids = [run.tokenizer.encode(t, add_special_tokens=False) for t in texts]
@@ -317,8 +317,8 @@ def test_held_out_accuracy_is_strict_and_reports_completion_length(tiny_dir, tmp
      {"think_prefilled": True, "answer_format": "boxed"}),
     ({"rewards": [{"name": "accuracy", "params": {"final_form": False}}], "eval_reward_params": {"final_form": True}},
      {"think_prefilled": False, "final_form": True}),
-    ({"eval_reward": "format", "rewards": [{"name": "accuracy", "params": {"final_form": False}}]},
-     {"think_prefilled": False}),  # format takes no final_form: only accepted params pass
+    ({"eval_reward": "accuracy", "rewards": [{"name": "accuracy", "params": {"final_form": False}}]},
+     {"think_prefilled": False, "final_form": False}),
 ])
 def test_eval_reward_reads_answers_where_the_recipe_declares_them(tiny_dir, tmp_path, over, expected):
     from rl.setup import eval_reward_spec
@@ -327,7 +327,8 @@ def test_eval_reward_reads_answers_where_the_recipe_declares_them(tiny_dir, tmp_
 
 
 @pytest.mark.parametrize("over,match", [
-    ({"eval_reward": "acuracy"}, "did you mean 'accuracy'"),
+    ({"eval_reward": "acuracy"}, "'strict_accuracy' | 'accuracy'"),
+    ({"eval_reward_params": {"deadline_s": 1.0}}, "takes only"),  # r1kit eval has no such rule
     ({"eval_reward_params": {"answer_format": 3}}, "answer_format"),
     ({"eval_reward_params": {"answer_format": "final_answer", "final_answer_pattern": "ZZZ"}}, "could never count"),
 ])

@@ -86,7 +86,13 @@ def _has_lookalike_digits(text: str) -> bool:
     return any(ch.isdecimal() and not ch.isascii() for ch in text)
 
 
-def _gold_answer(gold: str) -> str:
+def gold_answer(gold: str) -> str:
+    """The answer a gold string states: after `####` (a GSM8K solution), its box or last math (a MATH
+    solution, a sentence), a solution set as a list.
+
+    >>> gold_answer("so 8 + 64 = 72 #### 72"), gold_answer("It is $125$ miles."), gold_answer("x = 2 or x = 3")
+    ('72', '125', '2, 3')
+    """
     # A whole GSM8K solution ("... #### 72") is accepted as gold: its final answer follows `####`.
     if "####" in gold:
         return gold.rsplit("####", 1)[-1].strip()
@@ -175,9 +181,17 @@ def _final_form(answer: str, gold: str) -> bool:
     return True
 
 
-def _prediction_answer(prediction: str, gold: str, fmt: str, think_prefilled: bool, final_form: bool,
-                       pattern: str) -> str | None:
-    """The answer to compare with ``gold``, or None when the prediction has no acceptable answer."""
+def prediction_answer(prediction: str, gold: str, fmt: str, think_prefilled: bool, final_form: bool,
+                      pattern: str = "") -> str | None:
+    """The answer `verify_batch` compares with ``gold`` (a `gold_answer`), or None when the prediction has no
+    acceptable answer: read from format ``fmt`` (``bare``: the prediction is the answer), no look-alike digits,
+    `claimed_answer`'s form, and with ``final_form`` a number literal in final form where the gold is one.
+
+    >>> prediction_answer("<think>so</think> <answer>x = 12/2 = 6</answer>", "6", "answer_tag", False, True)
+    '6'
+    >>> prediction_answer("<think>so</think> <answer>12/2</answer>", "6", "answer_tag", False, True) is None
+    True
+    """
     if fmt == "bare":
         answer = prediction.strip()
         if len(answer) > _BARE_ANSWER_MAX_CHARS:
@@ -254,9 +268,9 @@ def verify_batch(
     results: list[bool | None] = []
     todo: dict[tuple[str, str, float], list[int]] = {}
     for prediction, gold in pairs:
-        gold_text = _gold_answer(_as_text(gold, "gold"))
-        answer = _prediction_answer(_as_text(prediction, "prediction"), gold_text, answer_format,
-                                    think_prefilled, final_form, final_answer_pattern)
+        gold_text = gold_answer(_as_text(gold, "gold"))
+        answer = prediction_answer(_as_text(prediction, "prediction"), gold_text, answer_format,
+                                   think_prefilled, final_form, final_answer_pattern)
         results.append(False if answer is None or not gold_text else None)
         if answer is None or not gold_text:
             continue
@@ -379,6 +393,8 @@ __all__ = [
     "claimed_answer",
     "extract_answer",
     "final_value",
+    "gold_answer",
+    "prediction_answer",
     "read_answer",
     "solution_set",
     "strict_accuracy",
