@@ -26,6 +26,7 @@ alarms (rl/alarms.py) watch the run's own metrics for rewards earned without the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,7 @@ from r1kit.generation import Rollout, left_pad
 from rl.config import GRPOConfig
 from rl.losses import Normalizers, PolicyBatch, group_advantages
 from rl.packing import Packed, pack_groups, packed_logits
-from rl.setup import Run, encode_prompts, setup_run, teardown_run  # noqa: F401  (encode_prompts: re-export)
+from rl.setup import Run, setup_run, teardown_run
 
 
 @dataclass
@@ -176,6 +177,14 @@ class StepBatch:
     def slice(self, i: int, j: int) -> StepBatch:
         return self.rows(slice(i, j))
 
+    def routed_tokens(self) -> torch.Tensor:
+        """The tokens whose expert choices count in the MoE load statistics: completion tokens only, (N, P+T),
+        or the packed layout's own mask of them."""
+        if self.packed is not None:
+            return self.packed.counted
+        prompt = torch.zeros_like(self.attention_mask[:, :-self.completion_mask.shape[1]])
+        return torch.cat([prompt, self.attention_mask[:, prompt.shape[1]:]], 1)
+
 
 def _pad_right(rows: list[list], value, width: int, dtype) -> torch.Tensor:
     out = torch.full((len(rows), width), value, dtype=dtype)
@@ -239,18 +248,24 @@ def micro_batch(run: Run, b: StepBatch, i: int, j: int) -> StepBatch:
     return mb
 
 
+def replays_routing(run: Run) -> bool:
+    """Routing replay (R2) has work only when the scored policy can differ from the old one: with one update
+    per batch and exact engine log-probs, old = current and the update's own routing is the old routing."""
+    return run.cfg.routing_replay and (run.cfg.num_iterations > 1 or not run.engine.exact_logprobs)
+
+
 @torch.no_grad()
 def fill_old_and_ref(run: Run, b: StepBatch) -> None:
     """Old log-probs up front only when routing replay must record the old policy's expert choices (otherwise
     the first update's own forward supplies them, see `update`); reference log-probs when beta > 0."""
-    need_old = run.cfg.routing_replay and (run.cfg.num_iterations > 1 or not run.engine.exact_logprobs)
+    need_old = replays_routing(run)
     olds, refs = [], []
     if not need_old and run.cfg.beta == 0:
         return
     for k, (i, j) in enumerate(_micro_batches(run, len(b.advantages))):
         mb = micro_batch(run, b, i, j)
         if need_old:
-            with run.replay_ctx("record", k):
+            with run.experts.record(k):
                 olds.append(token_logps(run.model, mb, run.cfg.temperature)[0])
         if run.cfg.beta > 0:
             with run.ref_scope() as ref:
@@ -269,12 +284,14 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
     finite = True
     keep_old = b.old_logps is None and run.cfg.num_iterations > 1
     olds = []
-    run.load_tracker_on(True)
+    # nullcontext(k) is a no-op context: the routing was recorded only when replays_routing (fill_old_and_ref)
+    replay = run.experts.replay if replays_routing(run) else contextlib.nullcontext
+    run.experts.enabled = True  # only this update's forwards count towards expert load
     for k, (i, j) in enumerate(spans):
         mb = micro_batch(run, b, i, j)
-        sync = run.accelerator.no_sync(run.model) if k < len(spans) - 1 else run.nullcontext()
-        with sync, run.replay_ctx("replay", k):
-            run.set_load_mask(mb)
+        sync = run.accelerator.no_sync(run.model) if k < len(spans) - 1 else contextlib.nullcontext()
+        with sync, replay(k):
+            run.experts.set_mask(mb.routed_tokens())
             logps, entropy = token_logps(run.model, mb, run.cfg.temperature)
             old = logps.detach() if mb.old_logps is None else mb.old_logps
             if keep_old:
@@ -284,7 +301,7 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
                 is_w = torch.exp(old - mb.engine_logps).clamp(max=run.cfg.importance_sampling_cap)
             pb = PolicyBatch(logps, old, mb.advantages, mb.completion_mask, is_w, mb.ref_logps)
             loss, stats = run.loss_fn(pb, run.loss_settings, norm)
-            loss = loss + run.aux_loss() / len(spans)
+            loss = loss + run.experts.aux_loss() / len(spans)
             finite &= bool(torch.isfinite(loss))
             # DDP averages gradients over processes; the normalisers already count every process.
             run.accelerator.backward(loss * run.accelerator.num_processes)
@@ -293,6 +310,7 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
         sums["entropy_tokens"] = sums.get("entropy_tokens", 0.0) + mb.completion_mask.sum().item()
         for key, v in stats.items():
             sums[key] = sums.get(key, 0.0) + v.item()
+    run.experts.enabled = False
     if keep_old:
         b.old_logps = torch.cat(olds)
     return {**_finish_step(run, finite), **_token_means(run, sums, norm)}
@@ -310,7 +328,7 @@ def _finish_step(run: Run, finite_loss: bool) -> dict[str, float]:
         run.warn("non-finite loss or gradient: step skipped (no weights changed)")
     run.optimizer.zero_grad(set_to_none=True)
     return {"grad_norm": grad_norm, "skipped_steps": float(not ok), "lr": run.scheduler.get_last_lr()[0],
-            **run.after_optimizer_step()}
+            **run.experts.after_step()}  # DeepSeek-V3 aux-loss-free balancing from this step's routing
 
 
 def _token_means(run: Run, sums: dict[str, float], norm: Normalizers) -> dict[str, float]:
@@ -343,7 +361,7 @@ def with_advantage(run: Run, b: StepBatch) -> StepBatch:
     processes need the same micro-batches (sharded weights; DeepSpeed, which reduces at every backward),
     or when the MoE load statistics and router aux loss must see every token. One group always stays, so
     DDP still joins the gradient all-reduce."""
-    if run.cfg.beta > 0 or run.sharded or run.deepspeed or run.load_tracker is not None:
+    if run.cfg.beta > 0 or run.sharded or run.deepspeed or run.experts.needs_every_token:
         return b
     keep = (b.advantages.view(-1, run.cfg.num_generations) != 0).any(1)  # (groups,)
     if keep.all():
@@ -395,7 +413,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     fill_old_and_ref(run, batch)
     for _ in range(run.cfg.num_iterations):
         metrics |= update(run, batch, norm)
-    run.replay_clear()
+    run.experts.clear_replay()
     elapsed = time.perf_counter() - t0
     metrics["step_time"] = elapsed
     metrics["tokens_per_s"] = run.reduce_sum(float(full.attention_mask.sum())) / elapsed

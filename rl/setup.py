@@ -14,9 +14,9 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,18 @@ from r1kit.generation.config import engine_spec
 from rl.alarms import Alarms
 from rl.config import GRPOConfig
 from rl.losses import LossFn, LossSettings, get_loss
+
+if TYPE_CHECKING:  # annotations only: accelerate, transformers and tqdm load inside setup_run
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+    from accelerate.scheduler import AcceleratedScheduler
+    from tqdm import tqdm
+    from transformers import PreTrainedTokenizerBase
+
+    from r1kit.generation import RolloutEngine
+    from r1kit.modeling.moe import ExpertBalancer, NoExperts
+    from r1kit.tracking import Tracker
+    from rewards.registry import RewardFn
 
 STDOUT_KEYS = ("reward", "accuracy", "eval/accuracy", "eval/format", "eval/completion_length", "loss", "kl",
                "completion_length", "dropped_groups", "grad_norm", "tokens_per_s")
@@ -77,17 +89,21 @@ class PromptStream:
         self._order = self._shuffled()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """Everything a run holds at runtime (the config stays read-only)."""
 
     cfg: GRPOConfig
-    accelerator: Any
-    model: Any
-    tokenizer: Any
-    engine: Any
-    rewards: list
-    eval_fn: Any  # rewards.judge.score bound to the held-out task's kind and answer rules (`eval_judge`)
+    accelerator: Accelerator
+    # the policy as accelerate prepared it: DDP/FSDP-wrapped on several processes, so calls that need the
+    # transformers model (its config, `disable_adapter`) go through `accelerator.unwrap_model`
+    model: torch.nn.Module
+    ref_model: torch.nn.Module | None  # frozen, prepared reference for beta > 0 without LoRA (`ref_scope`)
+    tokenizer: PreTrainedTokenizerBase
+    engine: RolloutEngine
+    rewards: list[RewardFn]
+    # rewards.judge.score bound to the held-out task's kind and answer rules (`eval_judge`); None: no eval_steps
+    eval_fn: Callable[[list[dict], list[list[str]]], list[dict]] | None
     rows: list[dict]
     prompt_ids: list[list[int]]
     eval_rows: list[dict]
@@ -96,17 +112,15 @@ class Run:
     sampling: SamplingSettings
     loss_fn: LossFn
     loss_settings: LossSettings
-    optimizer: Any
-    scheduler: Any
-    tracker: Any
-    progress: Any
+    optimizer: AcceleratedOptimizer
+    scheduler: AcceleratedScheduler
+    experts: ExpertBalancer | NoExperts  # MoE load balancing, aux loss, routing replay; no-ops on a dense policy
+    tracker: Tracker
+    progress: tqdm
+    alarms: Alarms  # shortcut alarms (rl/alarms.py)
     max_steps: int
-    ref_model: Any = None
-    load_tracker: Any = None
-    replay: Any = None
     start_step: int = 0
     zero_variance_rate: float = 0.0  # recent share of sampled groups without reward variance (dynamic sampling)
-    alarms: Alarms = field(default_factory=Alarms)  # shortcut alarms (rl/alarms.py)
 
     @property
     def pack_length(self) -> int:
@@ -154,19 +168,6 @@ class Run:
         if self.accelerator.is_main_process:
             print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
-    def nullcontext(self):
-        return contextlib.nullcontext()
-
-    def replay_ctx(self, mode: str, key: int):
-        """R2 routing replay: record the old policy's experts, force them on the new policy's forward."""
-        if self.replay is None or (mode == "replay" and self.cfg.num_iterations == 1 and self.engine.exact_logprobs):
-            return contextlib.nullcontext()
-        return self.replay.record(key) if mode == "record" else self.replay.replay(key)
-
-    def replay_clear(self) -> None:
-        if self.replay is not None:
-            self.replay.clear()
-
     @contextlib.contextmanager
     def ref_scope(self):
         if self.ref_model is not None:
@@ -174,39 +175,6 @@ class Run:
         else:  # LoRA: the base model with adapters switched off is the reference, no copy needed
             with self.accelerator.unwrap_model(self.model).disable_adapter():
                 yield self.model
-
-    def load_tracker_on(self, on: bool) -> None:
-        if self.load_tracker is not None:
-            self.load_tracker.enabled = on
-
-    def set_load_mask(self, mb: Any) -> None:  # a grpo.StepBatch
-        if self.load_tracker is not None and mb.packed is not None:
-            self.load_tracker.set_mask(mb.packed.counted)
-        elif self.load_tracker is not None:  # count routing of the completion tokens only
-            prompt = torch.zeros_like(mb.attention_mask[:, :-mb.completion_mask.shape[1]])
-            self.load_tracker.set_mask(torch.cat([prompt, mb.attention_mask[:, prompt.shape[1]:]], 1))
-
-    def aux_loss(self) -> torch.Tensor | float:
-        if self.load_tracker is None or self.cfg.router_aux_loss_coef == 0:
-            return 0.0
-        return self.load_tracker.aux_loss(self.cfg.router_aux_loss_coef)
-
-    def after_optimizer_step(self) -> dict[str, float]:
-        """DeepSeek-V3 aux-loss-free balancing from this step's routing counts, plus load metrics."""
-        if self.load_tracker is None:
-            return {}
-        from r1kit.modeling import moe
-
-        t = self.load_tracker
-        t.enabled = False
-        t.all_reduce()  # every process applies the same bias update
-        counts = t.counts()
-        out = moe.expert_load_metrics(counts)
-        if self.cfg.moe_bias_update_speed > 0:
-            out |= moe.update_expert_bias(self.accelerator.unwrap_model(self.model), counts,
-                                          self.cfg.moe_bias_update_speed)
-        t.reset()
-        return out
 
 
 def check_format_reachable(rewards: list, prefilled: bool) -> None:
@@ -319,14 +287,15 @@ def schedule(cfg: GRPOConfig, optimizer, total: int, num_processes: int = 1):
                          num_training_steps=total * num_processes)
 
 
-def _moe_hooks(cfg: GRPOConfig, model) -> tuple[Any, Any]:
-    from r1kit.modeling import moe
+def expert_hooks(cfg: GRPOConfig, model: torch.nn.Module) -> ExpertBalancer | NoExperts:
+    """MoE balancing, router aux loss and routing replay as configured, or no-ops for a dense policy. Counting
+    starts off: only the update's forwards count (rl/grpo.py `update`), never sampling, old or reference passes."""
+    from r1kit.modeling.moe import expert_balancer
 
-    if not moe.is_moe(model):
-        return None, None
-    tracker = moe.ExpertLoadTracker(model, with_aux_loss=cfg.router_aux_loss_coef > 0)
-    tracker.enabled = False
-    return tracker, moe.RoutingReplay(model) if cfg.routing_replay else None
+    experts = expert_balancer(model, cfg.moe_bias_update_speed, aux_loss_coef=cfg.router_aux_loss_coef,
+                              routing_replay=cfg.routing_replay)
+    experts.enabled = False
+    return experts
 
 
 def is_sharded(acc) -> bool:
@@ -371,7 +340,7 @@ def setup_run(cfg: GRPOConfig) -> Run:
         eval_rows = all_eval_rows[acc.process_index::acc.num_processes]
         eval_prompts = encode_prompts(eval_rows, tokenizer, cfg)
     model, ref = load_policy(cfg, acc.device)
-    tracker_hooks, replay = _moe_hooks(cfg, model)
+    experts = expert_hooks(cfg, model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
     prompts_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps // cfg.num_generations
@@ -387,19 +356,19 @@ def setup_run(cfg: GRPOConfig) -> Run:
     tracker = Tracker(cfg.output_dir, cfg.report_to, to_dict(cfg), is_main=acc.is_main_process,
                       stdout_keys=STDOUT_KEYS)
     progress = tqdm(total=max_steps, desc="grpo", unit="step", disable=not acc.is_main_process, file=sys.stderr)
-    return Run(cfg, acc, model, tokenizer, engine, rewards, judge, rows, prompt_ids, eval_rows, eval_prompts,
-               PromptStream(len(rows), cfg.seed, acc.process_index, acc.num_processes), sampling,
-               get_loss(cfg.loss_type), settings, optimizer, scheduler, tracker, progress, max_steps, ref,
-               tracker_hooks, replay, alarms=Alarms(cfg.min_completion_length_alarm, cfg.zero_variance_patience))
+    stream = PromptStream(len(rows), cfg.seed, acc.process_index, acc.num_processes)
+    return Run(cfg=cfg, accelerator=acc, model=model, ref_model=ref, tokenizer=tokenizer, engine=engine,
+               rewards=rewards, eval_fn=judge, rows=rows, prompt_ids=prompt_ids, eval_rows=eval_rows,
+               eval_prompts=eval_prompts, stream=stream, sampling=sampling, loss_fn=get_loss(cfg.loss_type),
+               loss_settings=settings, optimizer=optimizer, scheduler=scheduler, experts=experts, tracker=tracker,
+               progress=progress, alarms=Alarms(cfg.min_completion_length_alarm, cfg.zero_variance_patience),
+               max_steps=max_steps)
 
 
 def teardown_run(run: Run) -> None:
     run.progress.close()
     run.tracker.close()
-    if run.load_tracker is not None:
-        run.load_tracker.remove()
-    if run.replay is not None:
-        run.replay.remove()
+    run.experts.remove()
     if run.accelerator.num_processes > 1:
         _drain_collectives(run.accelerator)
     run.accelerator.end_training()

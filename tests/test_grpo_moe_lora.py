@@ -64,7 +64,7 @@ def test_routing_replay_forces_the_recorded_experts_in_the_update(tiny_dir, tmp_
     run = grpo.setup_run(cfg)
     batch = fixed_batch(run, torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0]))
     grpo.fill_old_and_ref(run, batch)  # mu = 2: old log-probs, recording each micro-batch's routing
-    records = run.replay._records
+    records = run.experts.routing._records
     assert records and batch.old_logps is not None
     natural = {layer: idx.unique().numel() for rec in records.values() for layer, idx in rec.items()}
     assert max(natural.values()) > 2  # left alone, the routers spread tokens over more than two experts
@@ -72,8 +72,8 @@ def test_routing_replay_forces_the_recorded_experts_in_the_update(tiny_dir, tmp_
         for layer, idx in rec.items():
             rec[layer] = torch.stack([torch.zeros_like(idx[:, 0]), torch.ones_like(idx[:, 0])], 1)
     seen = []
-    counts = run.load_tracker.counts
-    run.load_tracker.counts = lambda: seen.append(counts()) or seen[-1]
+    counts = run.experts.tracker.counts
+    run.experts.tracker.counts = lambda: seen.append(counts()) or seen[-1]
     grpo.update(run, batch, grpo.Normalizers(8.0, batch.completion_mask.sum().item()))
     # the training forward routed exactly as recorded: only experts 0 and 1 carried tokens
     assert seen and all(c[:2].sum() > 0 and c[2:].sum() == 0 for c in seen[0].values()), seen
@@ -85,7 +85,7 @@ def test_routing_replay_and_aux_loss_run_in_a_full_step(tiny_dir, tmp_path):
     run = grpo.setup_run(cfg)
     m = grpo.train_step(run, 1)
     assert m["skipped_steps"] == 0.0 and "moe/entropy" in m
-    assert not run.replay._records  # cleared once the step is done
+    assert not run.experts.routing._records  # cleared once the step is done
     grpo.teardown_run(run)
 
 

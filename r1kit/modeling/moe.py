@@ -14,33 +14,31 @@ model, because routers are found by walking `model.named_modules()`):
 - `expert_load_metrics(counts)`: max/mean load and normalised routing entropy per layer, for logging.
 - `router_aux_loss(...)` / `ExpertLoadTracker(model, with_aux_loss=True).aux_loss(alpha)`: V3's complementary
   sequence-wise balance loss (eqs. 17-20), optional and meant to be tiny next to the bias update.
-- `ExpertBalancer(model, update_speed)`: the tracker and the bias update packaged for loops that only need
-  balancing (pretraining, SFT): `after_step()` once per optimizer step returns the load metrics.
+- `expert_balancer(model, update_speed, aux_loss_coef=, routing_replay=)`: what a loop holds, chosen once at setup:
+  an `ExpertBalancer` (the tracker, the bias update `after_step()` once per optimizer step, the aux loss and
+  routing replay in one object; pretraining and SFT use its balancing, GRPO all of it), or `NoExperts`, the same
+  methods doing nothing, for a dense model.
 - `RoutingReplay(model)`: routing replay "R2" (as in GSPO / the Qwen3 MoE RL reports): the experts the old
   policy chose for a micro-batch are recorded and forced on the new policy's forward, so the importance ratio
   compares the same expert paths; the gate weights still come from the current router, so the router still
   learns.
 
-Typical loop wiring (one optimizer step):
+Typical loop wiring (one optimizer step; a dense model gets the same calls as no-ops):
 
-    tracker = ExpertLoadTracker(model, with_aux_loss=aux_alpha > 0)
-    replay = RoutingReplay(model) if routing_replay else None
+    experts = expert_balancer(model, gamma, aux_loss_coef=alpha, routing_replay=True)
+    experts.enabled = False                         # generation and old-policy passes are not counted
     ...
-    tracker.enabled = False
-    with replay.record(mb_id):                      # old-policy logprobs, no grad
+    with experts.record(mb_id):                     # old-policy logprobs, no grad
         old_logps = logprobs(model, mb)
-    tracker.enabled = True
-    with replay.replay(mb_id):                      # backward inside too: a checkpoint recompute replays as well
-        tracker.set_mask(mb.completion_mask)        # (B, T): count completion tokens only
-        loss = grpo_loss(logprobs(model, mb), old_logps, ...)
-        if aux_alpha > 0:
-            loss = loss + tracker.aux_loss(aux_alpha)
+    experts.enabled = True
+    with experts.replay(mb_id):                     # backward inside too: a checkpoint recompute replays as well
+        experts.set_mask(mb.completion_mask)        # (B, T): count completion tokens only
+        loss = grpo_loss(logprobs(model, mb), old_logps, ...) + experts.aux_loss()
         loss.backward()
-    ...
+    experts.enabled = False
     optimizer.step()
-    tracker.all_reduce()                            # same counts (hence the same bias) on every rank
-    metrics |= update_expert_bias(model, tracker.counts(), gamma)
-    tracker.reset(); replay.clear()
+    metrics |= experts.after_step()                 # all-reduced counts, so every rank moves the same biases
+    experts.clear_replay()
 
 Routers are the modules whose class name ends in `TopkRouter`/`TopKRouter` (transformers 5's DeepseekV3,
 Glm4Moe, Qwen3Moe, Mixtral, ...) and return `(router_logits, topk_weights, topk_indices)`. Counting and metrics
@@ -53,7 +51,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 
 import torch
@@ -328,19 +326,32 @@ def update_expert_bias(model: nn.Module, counts: dict[int, Tensor], gamma: float
 
 
 class ExpertBalancer:
-    """Auxiliary-loss-free balancing for a plain training loop: count the training forwards' routing, then
-    after each optimizer step move the router biases (`update_expert_bias`) and return the load metrics.
+    """Everything a training loop does around an MoE model's routers, one object for every stage (pretraining
+    and SFT's TRL callback use the balancing; GRPO also the aux loss and routing replay):
+
+    - count the training forwards' routing (`enabled`, `set_mask`), then after each optimizer step move the
+      router biases (`update_expert_bias`) and return the load metrics (`after_step`);
+    - `aux_loss()`: V3's sequence-wise balance loss of the last forward times `aux_loss_coef` (0.0 when 0);
+    - `record(key)` / `replay(key)`: routing replay R2 (`RoutingReplay`) with `routing_replay=True`, no-op
+      contexts otherwise; `clear_replay()` once per step.
 
     `update_speed` is gamma (recipes call it `moe_bias_update_speed`); 0 keeps the metrics and moves nothing.
     Switch `enabled` off around evaluation and generation, so held-out tokens never steer the routers.
+    `expert_balancer(model, ...)` picks this class or, for a dense model, `NoExperts` (same methods, no work).
     """
 
-    def __init__(self, model: nn.Module, update_speed: float):
+    needs_every_token = True  # the load counts and the aux loss must see every training token, zero-advantage too
+
+    def __init__(self, model: nn.Module, update_speed: float, *, aux_loss_coef: float = 0.0,
+                 routing_replay: bool = False):
         if update_speed < 0:
             raise ValueError(f"moe_bias_update_speed must be >= 0 (got {update_speed})")
         self.model = model
         self.update_speed = update_speed
-        self.tracker = ExpertLoadTracker(model)
+        self.aux_loss_coef = aux_loss_coef
+        self.tracker = ExpertLoadTracker(model, with_aux_loss=aux_loss_coef > 0)
+        # replay's router hooks run before the tracker's (prepend), so the tracker counts the experts used
+        self.routing = RoutingReplay(model) if routing_replay else None
 
     @property
     def enabled(self) -> bool:
@@ -354,6 +365,10 @@ class ExpertBalancer:
         """Count only the tokens where `mask` (B, T) is nonzero in the next forward (e.g. assistant tokens)."""
         self.tracker.set_mask(mask)
 
+    def aux_loss(self) -> Tensor | float:
+        """`aux_loss_coef` x the router aux loss of the last enabled forward, to add to the loss before backward."""
+        return 0.0 if self.aux_loss_coef == 0 else self.tracker.aux_loss(self.aux_loss_coef)
+
     def after_step(self) -> dict[str, float]:
         """All-reduce this step's counts (every process applies the same update), update, reset."""
         self.tracker.all_reduce()
@@ -361,8 +376,59 @@ class ExpertBalancer:
         self.tracker.reset()
         return metrics
 
+    def record(self, key: Hashable) -> AbstractContextManager[None]:
+        """Old-policy forward: keep each router's expert choice under `key` (with routing replay on)."""
+        return nullcontext() if self.routing is None else self.routing.record(key)
+
+    def replay(self, key: Hashable) -> AbstractContextManager[None]:
+        """New-policy forward (and backward): route as recorded under `key` (with routing replay on)."""
+        return nullcontext() if self.routing is None else self.routing.replay(key)
+
+    def clear_replay(self) -> None:
+        if self.routing is not None:
+            self.routing.clear()
+
     def remove(self) -> None:
         self.tracker.remove()
+        if self.routing is not None:
+            self.routing.remove()
+
+
+class NoExperts:
+    """`ExpertBalancer`'s methods for a dense model: nothing is routed, so nothing to count, balance or replay."""
+
+    needs_every_token = False
+    enabled = False  # assignable like ExpertBalancer.enabled; nothing reads it
+
+    def set_mask(self, mask: Tensor | None) -> None:
+        pass
+
+    def aux_loss(self) -> float:
+        return 0.0
+
+    def after_step(self) -> dict[str, float]:
+        return {}
+
+    def record(self, key: Hashable) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def replay(self, key: Hashable) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def clear_replay(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        pass
+
+
+def expert_balancer(model: nn.Module, update_speed: float, *, aux_loss_coef: float = 0.0,
+                    routing_replay: bool = False) -> ExpertBalancer | NoExperts:
+    """The MoE hooks a training loop holds, chosen once at setup: `ExpertBalancer` for a model with routers,
+    `NoExperts` for a dense one, so the loop calls the same methods either way."""
+    if not is_moe(model):
+        return NoExperts()
+    return ExpertBalancer(model, update_speed, aux_loss_coef=aux_loss_coef, routing_replay=routing_replay)
 
 
 def _index_dtype(n_experts: int) -> torch.dtype:
