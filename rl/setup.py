@@ -31,7 +31,6 @@ from rl.losses import LossFn, LossSettings, get_loss
 
 if TYPE_CHECKING:  # annotations only: accelerate, transformers and tqdm load inside setup_run
     from accelerate import Accelerator
-    from accelerate.optimizer import AcceleratedOptimizer
     from accelerate.scheduler import AcceleratedScheduler
     from tqdm import tqdm
     from transformers import PreTrainedTokenizerBase
@@ -112,7 +111,7 @@ class Run:
     sampling: SamplingSettings
     loss_fn: LossFn
     loss_settings: LossSettings
-    optimizer: AcceleratedOptimizer
+    optimizer: torch.optim.Optimizer  # accelerate's AcceleratedOptimizer, plain when r1kit shards (FSDP2)
     scheduler: AcceleratedScheduler
     experts: ExpertBalancer | NoExperts  # MoE load balancing, aux loss, routing replay; no-ops on a dense policy
     tracker: Tracker
