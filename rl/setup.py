@@ -13,7 +13,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -168,7 +168,8 @@ class Run:
             print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
-    def ref_scope(self):
+    def ref_scope(self) -> Iterator[torch.nn.Module]:
+        """The model that scores reference log-probs (beta > 0)."""
         if self.ref_model is not None:
             yield self.ref_model
         else:  # LoRA: the base model with adapters switched off is the reference, no copy needed
