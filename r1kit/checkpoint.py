@@ -53,11 +53,14 @@ def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, model, tokenizer,
-                    state: dict[str, Any], data_state: dict[str, Any], save_total_limit: int | None) -> Path:
+                    state: dict[str, Any], data_state: dict[str, Any], save_total_limit: int | None,
+                    optimizer=None) -> Path:
     """Write checkpoint-<step> atomically. Call on every process (state saving is collective).
 
     `state` is the stage's counters (same on all processes); `data_state` is this process's
-    data position, kept per process so each resumes its own stream.
+    data position, kept per process so each resumes its own stream. A model sharded by r1kit
+    (`r1kit.modeling.fsdp`, not prepared by accelerate) and its `optimizer` are written as shards
+    to `state/fsdp/` with torch.distributed.checkpoint.
     """
     out = Path(output_dir)
     tmp = out / f".tmp-checkpoint-{step}"
@@ -67,6 +70,10 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, model, to
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "state"))
+    from r1kit.modeling.fsdp import is_fsdp, save_sharded  # torch: imported when a checkpoint is written
+
+    if is_fsdp(model):
+        save_sharded(model, optimizer, tmp / "state" / "fsdp")
     save_model(accelerator, model, tokenizer, tmp / "model")
     (tmp / f"data_state_{accelerator.process_index}.json").write_text(json.dumps(data_state))
     accelerator.wait_for_everyone()
@@ -96,10 +103,12 @@ def save_model(accelerator, model, tokenizer, path: str | Path) -> None:
     """
     from peft import PeftModel
 
+    from r1kit.modeling.fsdp import full_state_dict, is_fsdp
     from r1kit.modeling.lora import save_adapter
 
     out = Path(path)
-    weights = accelerator.get_state_dict(model)  # gathers FSDP shards; a plain state_dict otherwise
+    # gathers FSDP shards (r1kit's FSDP2 or accelerate's) to the main process; a plain state_dict otherwise
+    weights = full_state_dict(model) if is_fsdp(model) else accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         tmp = out / ".tmp-save"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -141,9 +150,9 @@ def _prune(output_dir: Path, limit: int | None) -> None:
         shutil.rmtree(old)
 
 
-def load_checkpoint(accelerator, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore model, optimizer, scheduler and RNG states in place (objects must be `prepare`d);
-    returns (stage state, this process's data state)."""
+def load_checkpoint(accelerator, path: Path, model=None, optimizer=None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore model, optimizer, scheduler and RNG states in place (objects must be `prepare`d, or, for a
+    model sharded by r1kit, passed here with its optimizer); returns (stage state, this process's data state)."""
     accelerator.load_state(str(path / "state"))
     state = json.loads((path / STATE_FILE).read_text())
     data_file = path / f"data_state_{accelerator.process_index}.json"
@@ -152,6 +161,10 @@ def load_checkpoint(accelerator, path: Path) -> tuple[dict[str, Any], dict[str, 
             f"checkpoint '{path}' was written by fewer processes than this run has "
             f"(no {data_file.name}); resume with the same number of processes."
         )
+    from r1kit.modeling.fsdp import is_fsdp, load_sharded
+
+    if model is not None and is_fsdp(model):
+        load_sharded(model, optimizer, path / "state" / "fsdp")
     return state, json.loads(data_file.read_text())
 
 

@@ -30,6 +30,10 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig, EngineConfig)
     # held-out accuracy in 10 steps (docs/grpo.md), so GRPO warms up by default.
     warmup_ratio: float = arg(0.05, "Fraction of the steps spent warming up linearly from 0.", ge=0, le=1)
 
+    # FSDP2 by r1kit itself (r1kit/modeling/fsdp.py): accelerate would turn an FSDP config into DDP on CPU.
+    fsdp: bool = arg(False, "Shard weights, gradients and optimizer states over processes with FSDP2 (fully_shard "
+                     "per decoder layer); on by itself under an accelerate FSDP config or `accelerate launch --use_fsdp`.")
+
     # Rollout engine.
     engine: Literal["hf", "vllm"] = arg("hf", "Rollout engine: hf (KV-cached sampling on the policy itself) or vllm.")
     temperature: float = arg(1.0, "Sampling temperature (also divides the logits when scoring).", gt=0)

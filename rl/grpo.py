@@ -37,6 +37,7 @@ from r1kit.checkpoint import clean_temp, load_checkpoint, resolve_resume, save_c
 from r1kit.config import parse_config
 from r1kit.errors import exit_on_user_error
 from r1kit.generation import Rollout, left_pad
+from r1kit.modeling import fsdp
 from rl.config import GRPOConfig
 from rl.losses import Normalizers, PolicyBatch, group_advantages
 from rl.packing import Packed, pack_groups, packed_logits
@@ -125,10 +126,11 @@ def collect(run: Run) -> tuple[Groups, dict[str, float]]:
         # Every process runs the same number of rounds (decided together)...
         if run.reduce_max(float(short)) <= 0 or (round_ > 0 and not extra_rounds):
             break
-        if short <= 0 and not run.sharded:
+        if short <= 0 and not run.collective_rollout:
             continue
-        # ...and under FSDP / ZeRO-3 every forward gathers weights from all processes, so a process that is
-        # already full still samples one group (set aside: filler only) to join the others' forwards.
+        # ...and under ZeRO-3 every rollout forward gathers weights from all processes, so a process that is
+        # already full still samples one group (set aside: filler only) to join the others' forwards (r1kit's
+        # FSDP2 gathers the weights once per rollout, so its processes decode alone).
         n = prompts_to_sample(run, short)
         new = sample_groups(run, n)
         for g in range(n):
@@ -319,7 +321,8 @@ def update(run: Run, b: StepBatch, norm: Normalizers) -> dict[str, float]:
 def _finish_step(run: Run, finite_loss: bool) -> dict[str, float]:
     params = [p for p in run.model.parameters() if p.requires_grad]
     max_norm = run.cfg.max_grad_norm or math.inf
-    grad_norm = float(run.accelerator.clip_grad_norm_(params, max_norm))
+    clip = fsdp.clip_grad_norm_ if fsdp.is_fsdp(run.model) else run.accelerator.clip_grad_norm_  # sharded grads
+    grad_norm = float(clip(params, max_norm))
     ok = run.reduce_max(0.0 if finite_loss and math.isfinite(grad_norm) else 1.0) == 0
     if ok:
         run.optimizer.step()
@@ -399,7 +402,8 @@ def check_alarms(run: Run, step: int, metrics: dict[str, float], advantages: tor
 
 def train_step(run: Run, step: int) -> dict[str, float]:
     t0 = time.perf_counter()
-    groups, metrics = collect(run)
+    with fsdp.gathered(run.model):  # FSDP2: whole weights once for all sampling rounds, which then run alone
+        groups, metrics = collect(run)
     metrics |= rollout_metrics(run, groups)
     if run.reduce_max(float(any(math.isinf(v) for v in groups.rewards))) > 0:
         run.warn(f"step {step}: a reward function returned inf/NaN: step skipped; check the reward functions.")
@@ -465,7 +469,7 @@ def save(run: Run, step: int) -> None:
     save_checkpoint(run.accelerator, run.cfg.output_dir, step, model=run.model, tokenizer=run.tokenizer,
                     state={"max_steps": run.max_steps},
                     data_state={**run.stream.state(), "zero_variance_rate": run.zero_variance_rate},
-                    save_total_limit=run.cfg.save_total_limit)
+                    save_total_limit=run.cfg.save_total_limit, optimizer=run.optimizer)
 
 
 def resume(run: Run) -> None:
@@ -473,7 +477,7 @@ def resume(run: Run) -> None:
     path = resolve_resume(run.cfg.resume_from_checkpoint, run.cfg.output_dir)
     if path is None:
         return
-    state, data_state = load_checkpoint(run.accelerator, path)
+    state, data_state = load_checkpoint(run.accelerator, path, model=run.model, optimizer=run.optimizer)
     run.start_step = state["step"]
     run.stream.load_state(data_state)
     run.zero_variance_rate = data_state.get("zero_variance_rate", 0.0)

@@ -25,6 +25,8 @@ from r1kit.config import to_dict
 from r1kit.errors import UserError
 from r1kit.generation import SamplingSettings, build_engine
 from r1kit.generation.config import engine_spec
+from r1kit.modeling.fsdp import is_fsdp, shard_model
+from r1kit.modeling.fsdp import requested as fsdp_requested
 from rl.alarms import Alarms
 from rl.config import GRPOConfig
 from rl.losses import LossFn, LossSettings, get_loss
@@ -146,8 +148,13 @@ class Run:
 
     @property
     def sharded(self) -> bool:
-        """Weights sharded over processes (FSDP, ZeRO-3): every forward is a collective."""
-        return is_sharded(self.accelerator)
+        """Weights sharded over processes (FSDP, ZeRO-3): every training forward is a collective."""
+        return is_sharded(self.accelerator) or is_fsdp(self.model)
+
+    @property
+    def collective_rollout(self) -> bool:
+        """Every rollout forward is a collective too (ZeRO-3); r1kit's FSDP2 gathers whole weights for it instead."""
+        return self.sharded and not is_fsdp(self.model)
 
     @property
     def local_batch(self) -> int:
@@ -306,11 +313,23 @@ def is_sharded(acc) -> bool:
     return acc.distributed_type == DistributedType.FSDP
 
 
-def _all_done(acc):
-    """With sharded weights the engine decodes until every process is done (each forward is collective)."""
-    if not is_sharded(acc):
+def _all_done(acc, model: torch.nn.Module):
+    """With weights sharded during the rollout (ZeRO-3) the engine decodes until every process is done (each
+    forward is collective); r1kit's FSDP2 policy is gathered whole for the rollout, so it decodes alone."""
+    if not is_sharded(acc) or is_fsdp(model):
         return None
     return lambda done: float(acc.reduce(torch.tensor(float(not done), device=acc.device), "sum")) == 0.0
+
+
+def shard_policy(model: torch.nn.Module, ref: torch.nn.Module | None, bf16: bool, num_processes: int) -> tuple:
+    """FSDP2 on the policy (and the frozen reference) by r1kit itself (`r1kit.modeling.fsdp`): accelerate turns
+    an FSDP config into DDP on CPU, and one code path then serves CPU (gloo) and GPUs. bf16: weights gathered
+    and computed in bf16, float32 shards, gradient reduction and AdamW."""
+    if num_processes < 2:
+        raise UserError("fsdp shards over several processes, but this run has one: launch it with "
+                        "`accelerate launch --use_fsdp --num_processes N -m rl.grpo ...` or set fsdp: false.")
+    dtype = torch.bfloat16 if bf16 else None
+    return shard_model(model, param_dtype=dtype), None if ref is None else shard_model(ref, param_dtype=dtype)
 
 
 def setup_run(cfg: GRPOConfig) -> Run:
@@ -340,6 +359,8 @@ def setup_run(cfg: GRPOConfig) -> Run:
         eval_rows = all_eval_rows[acc.process_index::acc.num_processes]
         eval_prompts = encode_prompts(eval_rows, tokenizer, cfg)
     model, ref = load_policy(cfg, acc.device)
+    if cfg.fsdp or fsdp_requested():  # before the optimizer: fully_shard replaces the parameters
+        model, ref = shard_policy(model, ref, bf16, acc.num_processes)
     experts = expert_hooks(cfg, model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
@@ -347,10 +368,13 @@ def setup_run(cfg: GRPOConfig) -> Run:
     max_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
         len(rows) * cfg.num_train_epochs / (prompts_per_step * acc.num_processes))
     scheduler = schedule(cfg, optimizer, max_steps * cfg.num_iterations, acc.num_processes)
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    ref = acc.prepare_model(ref, evaluation_mode=True) if ref is not None else None
+    if is_fsdp(model):  # sharded by r1kit: accelerate only steps the schedule (checkpoints: r1kit/checkpoint.py)
+        scheduler = acc.prepare(scheduler)
+    else:
+        model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+        ref = acc.prepare_model(ref, evaluation_mode=True) if ref is not None else None
     engine = build_engine(engine_spec(cfg, cfg.max_prompt_length + cfg.max_completion_length), acc.unwrap_model(model),
-                          tokenizer, all_done=_all_done(acc))
+                          tokenizer, all_done=_all_done(acc, model))
     settings = LossSettings(cfg.epsilon, cfg.clip_high, cfg.beta, cfg.max_completion_length)
     sampling = SamplingSettings(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k)
     tracker = Tracker(cfg.output_dir, cfg.report_to, to_dict(cfg), is_main=acc.is_main_process,

@@ -1,7 +1,8 @@
 """The `hf` engine: KV-cached sampling on the training model itself, in one batch.
 
-Exact: its log-probs come from the trainer's own weights and numerics (`exact_logprobs`). Fast paths
-where they are exact (float32, not sharded, no autocast): absorbed MLA attention on a latent cache for
+Exact: its log-probs come from the trainer's own weights and numerics (`exact_logprobs`). An FSDP2 policy
+(`r1kit.modeling.fsdp`) is gathered whole for each `generate` call. Fast paths where they are exact (float32,
+not sharded during the rollout, no autocast): absorbed MLA attention on a latent cache for
 DeepSeek-V3-style models (r1kit/generation/mla.py), a lean forward on a preallocated KV cache for
 Llama/Qwen2/Qwen3 (r1kit/generation/lean.py); anything else runs transformers' forward with its
 DynamicCache.
@@ -18,6 +19,7 @@ import torch
 from r1kit.generation.engine import Rollout, SamplingSettings, left_pad, stop_end
 from r1kit.generation.lean import KVCache, lean_forward, lean_model
 from r1kit.generation.mla import LatentCache, absorbed_attention, mla_layers
+from r1kit.modeling.fsdp import gathered
 
 
 class HFEngine:
@@ -26,7 +28,7 @@ class HFEngine:
     A lean loop instead of `model.generate`: one prefill forward that keeps only the last position's
     logits, then one-token forwards on the model's own KV cache; the sampled token's log-prob is
     taken on the fly ((N,) per step, never an (N, L, V) stack of logits), and the loop stops as soon
-    as every row has emitted EOS. `all_done` lets sharded models (FSDP) keep decoding until *every*
+    as every row has emitted EOS. `all_done` lets models sharded during the rollout (ZeRO-3) keep decoding until *every*
     process is done, since each forward is a collective there.
     """
 
@@ -52,9 +54,10 @@ class HFEngine:
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
         if empty := [i for i, p in enumerate(prompts) if not len(p)]:
             raise ValueError(f"prompts {empty[:5]} are empty: every prompt needs at least one token (e.g. BOS)")
-        # inference_mode skips autograd's bookkeeping (~9% of a tiny model's decode step); sharded weights
-        # (FSDP) gather parameters during the forward, which must stay ordinary tensors: no_grad there.
-        with torch.no_grad() if self.sharded else torch.inference_mode():
+        # inference_mode skips autograd's bookkeeping (~9% of a tiny model's decode step); weights sharded during
+        # the rollout (ZeRO-3) gather parameters in every forward, which must stay ordinary tensors: no_grad there.
+        # r1kit's FSDP2 gathers every weight once for the whole rollout instead, then decoding is local.
+        with gathered(self.model), torch.no_grad() if self.sharded else torch.inference_mode():
             return self._generate(prompts, sampling)
 
     def _generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Rollout:
@@ -79,9 +82,9 @@ class HFEngine:
         """The KV cache for one generate call, and the context its forwards run in.
 
         MLA models (DeepSeek-V3 style, float32) get a latent cache with absorbed attention (`rl.mla`), standard
-        dense decoders (Llama, Qwen2/3, float32) the lean forward on a preallocated cache (`rl.lean`); sharded
-        weights (FSDP) are only whole inside their layer's forward, and autocast would round differently
-        from the trainer, so those keep transformers' path.
+        dense decoders (Llama, Qwen2/3, float32) the lean forward on a preallocated cache (`rl.lean`); weights
+        sharded during the rollout (ZeRO-3) are only whole inside their layer's forward, and autocast would round
+        differently from the trainer, so those keep transformers' path.
         """
         from transformers import DynamicCache
 
