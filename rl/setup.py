@@ -361,6 +361,9 @@ def setup_run(cfg: GRPOConfig) -> Run:
     model, ref = load_policy(cfg, acc.device)
     if cfg.fsdp or fsdp_requested():  # before the optimizer: fully_shard replaces the parameters
         model, ref = shard_policy(model, ref, bf16, acc.num_processes)
+        if acc.is_main_process:  # said aloud: accelerate alone would have run DDP here without a word
+            print(f"fsdp: policy sharded over {acc.num_processes} processes (FSDP2, fully_shard per decoder layer)",
+                  file=sys.stderr, flush=True)
     experts = expert_hooks(cfg, model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)

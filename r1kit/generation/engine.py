@@ -84,7 +84,9 @@ def build_engine(spec: EngineSpec | str, model: torch.nn.Module, tokenizer,
         from r1kit.errors import UserError
         from r1kit.generation.vllm import VLLMEngine
 
-        if all_done is not None:
+        from r1kit.modeling.fsdp import is_fsdp
+
+        if all_done is not None or is_fsdp(model):
             raise UserError("engine: vllm does not take FSDP/ZeRO-3 sharded policies yet (each weight push would "
                             "need a gathered state dict); use DDP, LoRA, or engine: hf.")
 
