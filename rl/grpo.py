@@ -5,6 +5,8 @@ Launch (one process, or several through accelerate: DDP, FSDP2, DeepSpeed ZeRO c
     r1kit grpo --config recipes/tiny/grpo.yaml
     accelerate launch -m rl.grpo --config recipes/tiny/grpo.yaml
     accelerate launch --multi_gpu --num_processes 2 -m rl.grpo --config recipes/tiny/grpo.yaml --use_cpu true
+    accelerate launch --use_fsdp --fsdp_version 2 --num_processes 2 -m rl.grpo --config recipes/tiny/grpo.yaml \\
+        --use_cpu true    # FSDP2, applied by r1kit itself (r1kit/modeling/fsdp.py), also on CPU
 
 One step: sample G completions for each prompt (engine), score them with the recipe's rewards,
 turn rewards into group-relative advantages, then take `num_iterations` optimizer steps on the
