@@ -8,7 +8,7 @@ Launch (what the test runs; `--use_fsdp` makes r1kit shard the policy with `full
 
 Both run `rl.grpo`'s own loop on `r1kit build-tiny`'s DeepSeek-V3-style MoE policy with dynamic sampling on
 (a 0/1 reward, so some groups have no variance and are set aside), gradient clipping, AdamW, the router-bias
-balancer, a held-out evaluation and a checkpoint at step 2. Sampling is real: rollouts see whole weights
+balancer, two micro-batches per update, a held-out evaluation and a checkpoint at step 2. Sampling is real: rollouts see whole weights
 (FSDP2 gathers them once per rollout), so both runs draw the same tokens; the update then differs only in
 how gradients are reduced (DDP all-reduce vs FSDP reduce-scatter, the global norm from shard norms). The
 test asserts equal per-step losses and grad norms, final weights within a tolerance, that each process
@@ -27,11 +27,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
-
 STEPS, SAVE_AT = 3, 2
-# Measured here: losses equal to 6e-8, grad norms to 1.2e-6 relative (shard norms summed in another order),
-# final weights within 2.8e-7 of DDP's after 3 steps that moved them by up to 6e-3; the resumed run: 0.
+# Measured here: losses equal to 1.2e-7, grad norms to 1.6e-6 relative (shard norms summed in another order,
+# gradients reduced per micro-batch), final weights within 1.5e-6 of DDP's after 3 steps (6 AdamW updates) that
+# moved them by up to 6e-3; a wrong normaliser or reduction moves them by ~lr = 1e-3. The resumed run: 0.
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-5
 
 
@@ -56,7 +55,8 @@ def worker(mode: str, policy: str, out: str, resume: str | None = None) -> None:
     registry._REGISTRY["test_has_digit"] = has_digit
     cfg = load_config(GRPOConfig, None, {
         "model_name_or_path": policy, "dataset_name": "synthetic:arithmetic", "output_dir": out, "max_samples": 64,
-        "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 8, "max_steps": STEPS,
+        "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+        "max_completion_length": 8, "max_steps": STEPS,
         "learning_rate": 1e-3, "lr_scheduler_type": "constant", "max_grad_norm": 1.0, "dynamic_sampling": True,
         "rewards": [{"name": "test_has_digit"}], "save_steps": SAVE_AT, "eval_steps": STEPS, "eval_max_samples": 8,
         "log_completions_steps": 0, "use_cpu": True, "seed": 0, "resume_from_checkpoint": resume})
@@ -95,6 +95,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_fsdp2_grpo_on_two_cpu_processes_matches_ddp_and_resumes(tiny_dir, tmp_path):
     policy = tiny_dir / "policy"
     launch("ddp", policy, tmp_path / "ddp")
@@ -124,6 +125,20 @@ def test_fsdp2_grpo_on_two_cpu_processes_matches_ddp_and_resumes(tiny_dir, tmp_p
     w_resumed = weights(tmp_path / "resumed")
     assert all(torch.equal(w_resumed[k], w_fsdp[k]) for k in w_fsdp), "resumed run differs from the uninterrupted one"
     assert metrics(tmp_path / "resumed")[-1]["loss"] == sharded[-1]["loss"]
+
+
+
+def test_fsdp_on_one_process_is_a_user_error_naming_the_launch(tiny_dir, tmp_path):
+    from r1kit.config import load_config
+    from r1kit.errors import UserError
+    from rl import grpo
+    from rl.config import GRPOConfig
+
+    cfg = load_config(GRPOConfig, None, {"model_name_or_path": str(tiny_dir / "policy"), "fsdp": True,
+                                         "dataset_name": "synthetic:arithmetic", "output_dir": str(tmp_path),
+                                         "max_samples": 8, "num_generations": 4, "use_cpu": True})
+    with pytest.raises(UserError, match="accelerate launch --use_fsdp --num_processes N"):
+        grpo.setup_run(cfg)
 
 
 if __name__ == "__main__":
