@@ -67,6 +67,9 @@ def shard_model(model: nn.Module, *, param_dtype: torch.dtype | None = None) -> 
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
+    # An MoE routes each process's tokens to different experts: a weight that got no gradient here but did on
+    # another process would leave the reduce-scatters mismatched (DDP's find_unused_parameters, for FSDP2).
+    model.set_reduce_scatter_unused_params(True)
     return model
 
 
