@@ -96,8 +96,9 @@ class Run:
 
     cfg: GRPOConfig
     accelerator: Accelerator
-    # the policy as accelerate prepared it: DDP/FSDP-wrapped on several processes, so calls that need the
-    # transformers model (its config, `disable_adapter`) go through `accelerator.unwrap_model`
+    # the policy as accelerate prepared it (DDP-wrapped on several processes) or as r1kit sharded it (FSDP2, an
+    # FSDPModule), so calls that need the transformers model (its config, `disable_adapter`) go through
+    # `accelerator.unwrap_model`
     model: torch.nn.Module
     ref_model: torch.nn.Module | None  # frozen, prepared reference for beta > 0 without LoRA (`ref_scope`)
     tokenizer: PreTrainedTokenizerBase
