@@ -2,8 +2,9 @@
 
 Three seeded task families, each with a difficulty knob (1-4):
 
-- `arithmetic`: 1 = one 2-digit addition/subtraction (the GRPO benchmark), 2 = a three-number chain
-  with `*` (operator precedence), 3 = four numbers with parentheses, 4 = fractions (answers like `3/4`).
+- `arithmetic`: 1 = one 2-digit addition/subtraction (the GRPO benchmark), 2 = three one-digit numbers
+  with `+ - *`, precedence and parentheses (two steps, every value 0-100: the CPU demo's task),
+  3 = four numbers up to 20 with parentheses, 4 = fractions (answers like `3/4`).
 - `linear_equation`: 1 = `x + b = c`, 2 = `ax + b = c`, 3 = `ax + b = cx + d`, 4 = fractional solutions.
 - `countdown`: reach a target with every given number exactly once (TinyZero's task); 3-5 numbers.
 
@@ -117,22 +118,6 @@ def worked_steps(tree: Tree) -> list[str]:
     return lines
 
 
-def _chain(rng: random.Random, operands: list[Fraction], ops: list[str]) -> Tree:
-    """Parse `a op b op c ...` with the usual precedence (left-associative) into a tree."""
-    terms: list[Tree] = [operands[0]]  # products, then summed left to right
-    signs: list[str] = []
-    for op, x in zip(ops, operands[1:]):
-        if op in "*/":
-            terms[-1] = (op, terms[-1], x)
-        else:
-            signs.append(op)
-            terms.append(x)
-    tree = terms[0]
-    for sign, term in zip(signs, terms[1:]):
-        tree = (sign, tree, term)
-    return tree
-
-
 def _random_tree(rng: random.Random, leaves: list[Fraction], ops: str) -> Tree:
     """Combine random pairs until one tree is left: every shape (hence parentheses) is possible."""
     nodes: list[Tree] = list(leaves)
@@ -150,8 +135,9 @@ def _arithmetic(rng: random.Random, difficulty: int) -> _Problem | None:
     if difficulty == 1:
         return _two_digit(rng)
     if difficulty == 2:
-        operands = [Fraction(rng.randint(2, 20)) for _ in range(3)]
-        tree = _chain(rng, operands, [rng.choice("+-*") for _ in range(2)])
+        tree = _random_tree(rng, [Fraction(rng.randint(2, 9)) for _ in range(3)], "+-*")
+        if not _within(tree, 0, 100):  # small, non-negative steps: each line is a fact a tiny model can learn
+            return None
     elif difficulty == 3:
         tree = _random_tree(rng, [Fraction(rng.randint(2, 20)) for _ in range(4)], "+-*")
     else:
@@ -168,6 +154,13 @@ def _arithmetic(rng: random.Random, difficulty: int) -> _Problem | None:
         answer=fmt(value(tree)),
         solution="\n".join(worked_steps(tree)),
     )
+
+
+def _within(tree: Tree, low: int, high: int) -> bool:
+    """Whether the value of the tree and of every subtree lies in [low, high]."""
+    if isinstance(tree, Fraction):
+        return low <= tree <= high
+    return low <= value(tree) <= high and _within(tree[1], low, high) and _within(tree[2], low, high)
 
 
 def _two_digit(rng: random.Random) -> _Problem:

@@ -13,6 +13,7 @@ message carries the whole completion and the `<think>\\n` the template would pre
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from r1kit.errors import UserError
@@ -53,6 +54,29 @@ def conversation(prompt: Any, completion: str, system_prompt: str | None = None)
     if system_prompt:
         messages = [{"role": "system", "content": system_prompt}, *messages]
     return [*messages, {"role": "assistant", "content": completion}]
+
+
+def shorten_thoughts(rows: list[dict], reasoning_column: str, fraction: float, seed: int = 0) -> list[dict]:
+    r"""Rows where about `fraction` of the thoughts (chosen by a seeded hash of the prompt) keep only
+    their first line, so the answer follows the restated problem without the worked steps.
+
+    Collected cold-start traces are of mixed quality; a set where some answers come unworked is one
+    GRPO can improve on by finding that working the steps pays (the CPU demo's length curve shows it).
+
+    >>> rows = [{"prompt": f"p{i}", "solution": "2 + 2\n= 4"} for i in range(100)]
+    >>> short = shorten_thoughts(rows, "solution", 0.5)
+    >>> sum(r["solution"] == "2 + 2" for r in short), rows[0]["solution"]
+    (53, '2 + 2\n= 4')
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise UserError(f"short_thought_fraction must be between 0 and 1, got {fraction}.")
+
+    def chosen(r: dict) -> bool:
+        digest = hashlib.sha256(f"{seed}|{r.get('prompt')}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+    return [{**r, reasoning_column: str(r[reasoning_column]).strip().split("\n")[0]} if chosen(r) else r
+            for r in rows]
 
 
 def check_columns(rows: list[dict], columns: tuple[str, ...], source: str, bad_rows: str = "error") -> list[dict]:

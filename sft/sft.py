@@ -50,6 +50,11 @@ class SFTConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig):
         "answer_tag", "How the answer follows the thought: <answer>...</answer> or \\boxed{...}."
     )
     prefill_think: bool = arg(False, "The generation prompt ends with `<think>\\n` (R1-style prefill).")
+    short_thought_fraction: float = arg(
+        0.0, "Share of training examples whose thought is cut to the reasoning's first line (the answer then "
+        "comes unworked): a cold-start set of mixed quality, which GRPO can improve on. Held-out rows stay whole.",
+        ge=0, le=1,
+    )
     max_length: int = arg(1024, "Longest tokenized example; longer ones are truncated (and counted).", ge=16)
     packing: bool = arg(
         True, "Pack examples into rows (best-fit, padding-free): positions restart per example, so no "
@@ -254,7 +259,7 @@ def setup(cfg: SFTConfig) -> _Run:
     from r1kit.modeling.loading import load_for_training
     from r1kit.modeling.moe import ExpertBalancer, is_moe
     from r1kit.tracking import Tracker
-    from sft.data import chat_examples, check_chat_template
+    from sft.data import chat_examples, check_chat_template, shorten_thoughts
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -262,6 +267,8 @@ def setup(cfg: SFTConfig) -> _Run:
     model, tokenizer = load_for_training(cfg, device)
     check_chat_template(tokenizer, f"model '{cfg.model_name_or_path}'")
     train_rows = load_examples(cfg, cfg.dataset_split, cfg.max_samples)
+    if cfg.short_thought_fraction and not cfg.completion_column:
+        train_rows = shorten_thoughts(train_rows, cfg.reasoning_column, cfg.short_thought_fraction, cfg.seed)
     train = chat_examples(train_rows, cfg.reasoning_column, cfg.answer_format, cfg.system_prompt, cfg.completion_column)
     heldout = load_examples(cfg, cfg.eval_split, max(cfg.eval_max_samples, cfg.eval_accuracy_examples)) \
         if cfg.eval_max_samples or cfg.eval_accuracy_examples else []

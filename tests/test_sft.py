@@ -10,7 +10,7 @@ import torch
 from r1kit.config import load_config
 from r1kit.errors import UserError
 from rewards.registry import build_rewards
-from sft.data import completion_after_prefill, render_completion
+from sft.data import completion_after_prefill, render_completion, shorten_thoughts
 from sft.sft import SFTConfig, main, setup
 
 pytestmark = pytest.mark.usefixtures("few_threads")
@@ -94,3 +94,19 @@ def test_missing_reasoning_column_or_chat_template_is_a_user_error_at_start(tiny
     (plain / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(UserError, match="chat template"):
         setup(make_cfg(tiny_dir, tmp_path / "c", tokenizer_name_or_path=str(plain)))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
+def test_short_thoughts_keep_the_first_line_for_about_the_asked_share(fraction):
+    rows = [{"prompt": f"What is {i} + 1?", "solution": f"{i} + 1\n= {i + 1}", "answer": str(i + 1)} for i in range(400)]
+    short = shorten_thoughts(rows, "solution", fraction, seed=1)
+    cut = [s for s, r in zip(short, rows) if s["solution"] != r["solution"]]
+    assert abs(len(cut) / len(rows) - fraction) < 0.06
+    assert all(s["solution"] == s["prompt"][8:-1] and "=" not in s["solution"] for s in cut)
+    assert all(r["solution"].count("\n") == 1 for r in rows)  # the input rows are not modified
+    assert shorten_thoughts(rows, "solution", fraction, seed=1) == short  # seeded, stable
+
+
+def test_short_thought_fraction_out_of_range_is_a_user_error(tiny_dir, tmp_path):
+    with pytest.raises(UserError, match="short_thought_fraction"):
+        make_cfg(tiny_dir, tmp_path, short_thought_fraction=1.5)
