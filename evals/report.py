@@ -81,7 +81,36 @@ def load_entry(label: str, path: Path) -> dict:
     for bench in results:
         f = path / "details" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench)}.jsonl"
         details[bench] = _read_jsonl(f, "rerun `r1kit eval` to rewrite the details.") if f.is_file() else []
-    return {"label": label, "path": path, "results": results, "details": details}
+    info = read_json(path / "run_info.json") if (path / "run_info.json").is_file() else {}
+    model = info.get("model")
+    params = model_parameters(Path(model)) if model else None
+    return {"label": label, "path": path, "results": results, "details": details, "parameters": params}
+
+
+def model_parameters(model_dir: Path) -> int | None:
+    """Parameter count of a saved model (every stored tensor: weights and saved buffers such as MoE router
+    biases), read from its safetensors headers (no weights loaded); None when
+    the folder is not a local safetensors checkpoint (a hub id, a LoRA adapter only, .bin weights)."""
+    files = sorted(model_dir.glob("model*.safetensors")) if model_dir.is_dir() else []
+    total = 0
+    for f in files:
+        with f.open("rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                total += math.prod(meta["shape"])
+    return total or None
+
+
+def _count(n: int | None) -> str:
+    """`2.09M`, `368.6k`, `-`.
+
+    >>> _count(2091136), _count(368640), _count(None)
+    ('2.09M', '368.6k', '-')
+    """
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
 def read_run_metrics(run_dir: Path) -> list[dict]:
@@ -376,6 +405,8 @@ def benchmark_blocks(entries: list[dict], bench: str, plot_dir: Path) -> list[tu
     rows = [["pass@1 ± s.e. (%)", *(pass1_cell(e["results"].get(bench)) for e in entries)]]
     for k in keys:
         rows.append([metric_name(k), *(fmt(k, (e["results"].get(bench) or {}).get(k)) for e in entries)])
+    if any(e.get("parameters") for e in entries):  # a distilled student next to its teacher, by size
+        rows.append(["parameters", *(_count(e.get("parameters")) for e in entries)])
     blocks: list[tuple] = [("h2", f"Benchmark: {bench}"), ("table", headers, rows)]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", bench)
     for plot, name, caption in ((plot_pass_k, "passk", "pass@k (solid) and maj@k (dashed)"),
@@ -412,7 +443,8 @@ def build_blocks(entries: list[dict], run_rows: list[dict] | None, plot_dir: Pat
     benches: list[str] = []
     for e in entries:
         benches += [b for b in e["results"] if b not in benches]
-    models = [f"{e['label']} ({e['path']})" for e in entries]
+    models = [f"{e['label']} ({e['path']}{'; ' + _count(e['parameters']) + ' parameters' if e.get('parameters') else ''})"
+              for e in entries]
     blocks: list[tuple] = [("h1", "Evaluation report"), ("p", "Models: " + "; ".join(models))]
     blocks += summary_blocks(entries, benches, plot_dir)
     for b in benches:

@@ -97,7 +97,7 @@ class GRPOConfig(ModelConfig, DataConfig, TrainConfig, LoraConfig, EngineConfig)
     routing_replay: bool = arg(False, "R2: replay the old policy's expert choices when scoring the new policy.")
 
     # Evaluation and logging.
-    eval_steps: int = arg(0, "Held-out greedy accuracy every N steps (0: never).", ge=0)
+    eval_steps: int = arg(0, "Held-out greedy accuracy before training and every N steps (0: never).", ge=0)
     eval_split: str = arg("test", "Split of dataset_name used for held-out accuracy.")
     eval_max_samples: int = arg(200, "Held-out prompts per evaluation.", gt=0)
     # Strict by default: a held-out answer counts only when well formatted and in final form (issue 11: the

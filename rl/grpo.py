@@ -455,6 +455,8 @@ def evaluate(run: Run) -> dict[str, float]:
 
 def train(run: Run) -> None:
     cfg = run.cfg
+    if cfg.eval_steps and run.start_step == 0:  # the starting point, so the held-out curve shows the whole gain
+        run.tracker.log(0, evaluate(run))
     for step in range(run.start_step + 1, run.max_steps + 1):
         metrics = train_step(run, step)
         if cfg.eval_steps and (step % cfg.eval_steps == 0 or step == run.max_steps):

@@ -428,10 +428,9 @@ def distill_logits(cfg: DistillConfig, teacher, tokenizer, rows: list[dict], out
 def run(cfg: DistillConfig) -> dict[str, Any]:
     """The whole stage; returns the summary also written to `output_dir/summary.json`."""
     import torch
+    from accelerate import PartialState
 
     from r1kit.modeling.loading import load_model
-
-    from accelerate import PartialState
 
     if PartialState().num_processes > 1:
         raise UserError("r1kit distill runs in one process (its teacher sampling appends to one file); launch it "

@@ -213,3 +213,15 @@ def test_generation_through_the_vllm_engine(tiny_dir, tmp_path):
 def test_prompt_plus_new_tokens_must_fit_the_model(tiny_dir, tmp_path, few_threads):
     with pytest.raises(UserError, match="max_position_embeddings=1024; lower max_new_tokens"):
         eval_main(["--model", str(tiny_dir / "student"), "--output", str(tmp_path / "o"), *TINY, "--max_new_tokens", "5000"])
+
+
+def test_parameter_counts_come_from_the_safetensors_headers(tiny_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from evals.report import model_parameters
+
+    for name in ("policy", "student"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_dir / name)
+        stored = {t.data_ptr(): t for t in model.state_dict().values()}  # tied weights once, router biases too
+        assert model_parameters(tiny_dir / name) == sum(t.numel() for t in stored.values())
+    assert model_parameters(tmp_path) is None and model_parameters(tmp_path / "missing") is None

@@ -151,6 +151,7 @@ def test_a_grpo_eval_step_on_the_tiny_model_logs_r1kit_eval_numbers(tiny_dir, tm
     grpo.train(run)
     grpo.teardown_run(run)
     logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged if "eval/accuracy" in m] == [0, 1]  # the starting point, then each eval step
     step = next(m for m in logged if "eval/accuracy" in m)
     setting = Setting(run.eval_rows[0], MATH, {}, {"answer_format": "answer_tag"})
     rows = [{**r, "id": str(i), "message": r["prompt"]} for i, r in enumerate(run.eval_rows)]
