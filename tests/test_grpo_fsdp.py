@@ -102,6 +102,9 @@ def assert_fsdp_matches_ddp(policy: Path, ddp_out: Path, fsdp_out: Path, moe: bo
         local, full = json.loads((fsdp_out / f"shards_{rank}.json").read_text())
         assert abs(local - full / 2) < full * 0.01, (local, full)
     ddp, sharded = metrics(ddp_out), metrics(fsdp_out)
+    assert ddp[0]["step"] == sharded[0]["step"] == 0  # the held-out eval before training, on the same weights
+    assert ddp[0]["eval/accuracy"] == sharded[0]["eval/accuracy"]
+    ddp, sharded = ddp[1:], sharded[1:]
     assert [m["step"] for m in ddp] == [m["step"] for m in sharded] == list(range(1, STEPS + 1))
     assert sum(m["dropped_groups"] for m in sharded) > 0, "dynamic sampling never set a group aside"
     for a, b in zip(ddp, sharded):

@@ -82,11 +82,12 @@ def test_two_steps_log_metrics_samples_and_checkpoints(tiny_dir, tmp_path):
     grpo.train(run)
     grpo.teardown_run(run)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == [1, 2]
+    assert [m["step"] for m in lines] == [0, 1, 2]  # step 0: the held-out eval before training
+    assert set(lines[0]) == {"step", "time", "eval/accuracy", "eval/format", "eval/completion_length"}
     for key in ("reward", "rewards/accuracy", "rewards/test_letter_share", "completion_length", "truncated",
                 "entropy", "grad_norm", "tokens_per_s", "dropped_groups", "clip_low", "moe/max_over_mean", "lr"):
-        assert key in lines[0], key
-    assert "eval/accuracy" in lines[1]
+        assert key in lines[1], key
+    assert "eval/accuracy" in lines[2] and "eval/accuracy" not in lines[1]
     samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert {"prompt", "completion", "reward", "advantage", "accuracy"} <= set(samples[0])
     assert [p.name for p in sorted(tmp_path.glob("checkpoint-*"))] == ["checkpoint-1", "checkpoint-2"]
