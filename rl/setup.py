@@ -394,6 +394,8 @@ def setup_run(cfg: GRPOConfig) -> Run:
 
 
 def teardown_run(run: Run) -> None:
+    if close := getattr(run.engine, "close", None):  # vLLM: its groups live in the process group ended below
+        close()
     run.progress.close()
     run.tracker.close()
     run.experts.remove()

@@ -84,11 +84,10 @@ def build_engine(spec: EngineSpec | str, model: torch.nn.Module, tokenizer,
         from r1kit.errors import UserError
         from r1kit.generation.vllm import VLLMEngine
 
-        from r1kit.modeling.fsdp import is_fsdp
-
-        if all_done is not None or is_fsdp(model):
-            raise UserError("engine: vllm does not take FSDP/ZeRO-3 sharded policies yet (each weight push would "
-                            "need a gathered state dict); use DDP, LoRA, or engine: hf.")
+        if all_done is not None:  # weights sharded during the rollout: ZeRO-3 (r1kit's FSDP2 gathers them)
+            raise UserError("engine: vllm does not take ZeRO-3 sharded policies yet (each weight push would need "
+                            "the weights gathered from every process); use DDP, FSDP2 (accelerate launch --use_fsdp "
+                            "--fsdp_version 2), ZeRO-2, or engine: hf.")
 
         return VLLMEngine.for_model(model, tokenizer, spec)
     from r1kit.errors import UserError

