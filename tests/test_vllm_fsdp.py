@@ -6,7 +6,7 @@ refusals (ZeRO-3; LoRA or a server on FSDP2) are checked before vLLM is imported
 
 The test launches `rl.grpo`'s own loop as the CLI would be launched,
 
-    accelerate launch --use_fsdp --fsdp_version 2 --num_processes 2 tests/test_vllm_fsdp.py SYNC WHERE POLICY OUT
+    accelerate launch --use_fsdp --fsdp_version 2 --num_processes 2 tests/test_vllm_fsdp.py fsdp SYNC WHERE POLICY OUT
 
 on `r1kit build-tiny`'s dense student (float32, where vLLM's log-probs equal transformers'), 2 GRPO steps at
 lr 1e-2 with a reward that varies (so the update is not zero), then one more greedy generate on fixed prompts
@@ -14,7 +14,8 @@ lr 1e-2 with a reward that varies (so the update is not zero), then one more gre
 `fsdp.gathered` (no extra all-gather, WHERE=inside) or outside any (both processes gather together, as before
 held-out evaluation, WHERE=outside). Each process then scores vLLM's tokens with its gathered trainer model and
 with the starting weights: vLLM's log-probs must equal the former within tests/test_vllm.py's student
-tolerance and be far from the latter.
+tolerance and be far from the latter. The same check runs under plain DDP (`--multi_gpu`, `ddp`), where each
+process also runs its own engine in the trainer's process group.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
     return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
 
-def worker(sync: str, where: str, policy: str, out: str) -> None:
+def worker(mode: str, sync: str, where: str, policy: str, out: str) -> None:
     import contextlib
 
     from transformers import AutoModelForCausalLM
@@ -79,7 +80,7 @@ def worker(sync: str, where: str, policy: str, out: str) -> None:
     run = grpo.setup_run(cfg)
     rank = run.accelerator.process_index
     try:
-        assert run.accelerator.num_processes == 2 and fsdp.is_fsdp(run.model)
+        assert run.accelerator.num_processes == 2 and fsdp.is_fsdp(run.model) == (mode == "fsdp")
         engine = run.engine
         grpo.train(run)
         assert len(engine.sync_seconds) == STEPS - 1  # pushed before step 2's rollout
@@ -87,8 +88,8 @@ def worker(sync: str, where: str, policy: str, out: str) -> None:
         scope = fsdp.gathered(run.model) if where == "inside" else contextlib.nullcontext()
         with scope:
             got = engine.generate(ps, SamplingSettings(NEW_TOKENS, greedy=True))  # pushes step 2's update first
-        with fsdp.gathered(run.model):
-            new = teacher_forced(run.model, ps, got.completion_ids)
+        with fsdp.gathered(run.model):  # DDP: a no-op, every process holds the whole model
+            new = teacher_forced(run.accelerator.unwrap_model(run.model), ps, got.completion_ids)
         old = teacher_forced(AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32), ps, got.completion_ids)
         Path(out, f"rank{rank}.json").write_text(json.dumps({
             "syncs": len(engine.sync_seconds), "sync_seconds": engine.sync_seconds,
@@ -114,17 +115,21 @@ def _free_port() -> int:
 
 @pytest.mark.vllm
 @pytest.mark.slow
-@pytest.mark.parametrize(("sync", "where"), [("load_weights", "outside"), ("restart", "inside")])
-def test_fsdp2_grpo_pushes_gathered_weights_to_each_process_vllm(tiny_dir, tmp_path, sync, where):
+@pytest.mark.parametrize(("mode", "sync", "where"), [
+    ("fsdp", "load_weights", "outside"), ("fsdp", "restart", "inside"),
+    ("ddp", "load_weights", "outside"),  # the same per-process engines under plain DDP
+])
+def test_two_process_grpo_pushes_whole_weights_to_each_process_vllm(tiny_dir, tmp_path, mode, sync, where):
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
+    dist = ["--use_fsdp", "--fsdp_version", "2"] if mode == "fsdp" else ["--multi_gpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *dist,
            "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(_free_port()),
            "--mixed_precision", "no", "--dynamo_backend", "no",
-           __file__, sync, where, str(tiny_dir / "student"), str(tmp_path)]
+           __file__, mode, sync, where, str(tiny_dir / "student"), str(tmp_path)]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    assert "fsdp: policy sharded over 2 processes" in proc.stderr
+    assert ("fsdp: policy sharded over 2 processes" in proc.stderr) == (mode == "fsdp")
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got["syncs"] == STEPS and got["tokens"] > 0 and (got["vllm_world"], got["vllm_tp"]) == (2, 1), got
