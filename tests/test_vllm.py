@@ -17,6 +17,7 @@ import os
 
 import pytest
 import torch
+from tiny_models import max_gap, teacher_forced
 
 from r1kit.generation import EngineSpec, SamplingSettings, build_engine
 
@@ -55,20 +56,6 @@ def load(path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-
-
-def teacher_forced(model, ps, completions) -> list[list[float]]:
-    """Log-probs (T = 1) of each completion's tokens under `model`, one forward per row."""
-    out = []
-    with torch.no_grad():
-        for p, c in zip(ps, completions):
-            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
-            out.append([logp[len(p) + i - 1, t].item() for i, t in enumerate(c)])
-    return out
-
-
-def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
-    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
 
 @pytest.fixture

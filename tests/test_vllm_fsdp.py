@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import max_gap, teacher_forced
 
 STEPS, PROMPTS, NEW_TOKENS = 2, 4, 12
 LP_TOL = 1e-4  # tests/test_vllm.py's tolerance for the float32 student (measured gap there ~2e-6)
@@ -41,20 +42,6 @@ def has_digit(completions, **columns):
     [1.0, 0.0]
     """
     return [float(any(ch.isdigit() for ch in c)) for c in completions]
-
-
-def teacher_forced(model, ps: list[list[int]], completions: list[list[int]]) -> list[list[float]]:
-    """Log-probs (T = 1) of each completion's tokens under `model`, one forward per row."""
-    out = []
-    with torch.no_grad():
-        for p, c in zip(ps, completions):
-            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
-            out.append([logp[len(p) + i - 1, t].item() for i, t in enumerate(c)])
-    return out
-
-
-def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
-    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
 
 def worker(mode: str, sync: str, where: str, policy: str, out: str) -> None:

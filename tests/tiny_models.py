@@ -69,3 +69,17 @@ def frequent_token(model, ps, sampling, **engine_kw) -> int:
     """A token the model emits often, used as EOS so rows finish at different steps (rows get dropped)."""
     out = sample(model, ps, sampling, eos=-1, **engine_kw)
     return torch.tensor([t for c in out.completion_ids for t in c[2:]]).mode().values.item()
+
+
+def teacher_forced(model, ps: list[list[int]], completions: list[list[int]]) -> list[list[float]]:
+    """Log-probs (T = 1) of each completion's tokens under `model`, one forward per row."""
+    out = []
+    with torch.no_grad():
+        for p, c in zip(ps, completions):
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+            out.append([logp[len(p) + i - 1, t].item() for i, t in enumerate(c)])
+    return out
+
+
+def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
